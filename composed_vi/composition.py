@@ -1,0 +1,140 @@
+"""The composed target of METHOD.md section 3.
+
+``log pi_t(x) = sum_i m_i * log p_t^i(x | y_i)`` with non-negative weights ``m_i`` (scalars or
+spatio-temporal masks broadcastable to the event shape). Its score is ``sum_i m_i s_i``; the
+transport velocity is the normalised ``v_bar = sum_i m_i v_i / sum_i m_i``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from composed_vi import paths
+from composed_vi.errors import check_finite, fail
+from composed_vi.experts import Expert
+
+
+@struct.dataclass
+class ComposedTarget:
+  """A weighted product of experts. Build it with :func:`compose`.
+
+  Attributes:
+    experts: tuple of experts sharing one event shape.
+    weights: tuple of float32 arrays broadcastable to the shape, already multiplied by each
+      expert's ``support`` (so a context expert has no say where it is not visible).
+    scalar_weights: True when every weight is a scalar (the product then has an energy).
+  """
+
+  experts: tuple
+  weights: tuple
+  scalar_weights: bool = struct.field(pytree_node=False, default=True)
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    return tuple(self.experts[0].shape)
+
+  @property
+  def total_weight(self) -> jax.Array:
+    """``W = sum_i m_i``, broadcast to the event shape."""
+    return jnp.broadcast_to(sum(self.weights), self.shape).astype(jnp.float32)
+
+  def init_std(self) -> jax.Array:
+    """Per-coordinate std of ``pi_1 = N(0, I / W)`` (every expert's marginal is N(0, I) at t=1)."""
+    return jax.lax.rsqrt(self.total_weight)
+
+  def evaluate(self, x, t):
+    """``(v_bar, score)`` at level ``t`` with one forward of every expert; ``x``: ``(N, *shape)``."""
+    v_sum = 0.0
+    s_sum = 0.0
+    for expert, m in zip(self.experts, self.weights):
+      v, s = expert.velocity_and_score(x, t)
+      v_sum = v_sum + m * v.astype(jnp.float32)
+      s_sum = s_sum + m * s.astype(jnp.float32)
+    return v_sum / self.total_weight, s_sum
+
+  def velocity(self, x, t):
+    return self.evaluate(x, t)[0]
+
+  def score(self, x, t):
+    return self.evaluate(x, t)[1]
+
+  def x0(self, x, t):
+    return paths.x0_from_velocity(x, t, self.velocity(x, t))
+
+  @property
+  def has_log_prob(self) -> bool:
+    return self.scalar_weights and all(e.has_log_prob for e in self.experts)
+
+  def log_prob(self, x, t):
+    """Unnormalised composed energy ``sum_i m_i log p_t^i`` (scalar weights only)."""
+    if not self.has_log_prob:
+      raise ValueError("log_prob needs scalar weights and experts that all have an energy")
+    return sum(m * e.log_prob(x, t) for e, m in zip(self.experts, self.weights))
+
+
+def _check_weight(i: int, w, shape) -> tuple[jax.Array, bool]:
+  field = f"weights[{i}]"
+  try:
+    arr = jnp.asarray(w, jnp.float32)
+  except (TypeError, ValueError):
+    fail(field, "a number or an array broadcastable to the latent shape", w)
+  try:
+    if jnp.broadcast_shapes(arr.shape, shape) != tuple(shape):
+      raise ValueError
+  except ValueError:
+    fail(field, f"an array broadcastable to the latent shape {tuple(shape)}",
+         f"shape {tuple(arr.shape)}")
+  check_finite(field, arr)
+  if not isinstance(arr, jax.core.Tracer) and np.any(np.asarray(arr) < 0):
+    fail(field, "non-negative weights", f"minimum {float(np.min(np.asarray(arr)))}")
+  return arr, arr.ndim == 0 or arr.size == 1
+
+
+def compose(experts: Sequence[Expert], weights: Sequence[Any] | None = None) -> ComposedTarget:
+  """Composes experts into the target ``pi_t ~ prod_i p_t^i ^ m_i``.
+
+  Args:
+    experts: experts with the same event ``shape``.
+    weights: one per expert, each a scalar or an array broadcastable to the shape (a mask at
+      latent resolution); ``None`` means all ones.
+
+  Returns:
+    A :class:`ComposedTarget`.
+  """
+  experts = tuple(experts)
+  if not experts:
+    fail("experts", "at least one expert", experts)
+  for i, e in enumerate(experts):
+    if not isinstance(e, Expert):
+      fail(f"experts[{i}]", "an Expert (composed_vi.experts)", type(e).__name__)
+  shape = tuple(experts[0].shape)
+  for i, e in enumerate(experts[1:], start=1):
+    if tuple(e.shape) != shape:
+      fail(f"experts[{i}].shape", f"{shape} (the shape of experts[0])", tuple(e.shape))
+  if weights is None:
+    weights = [1.0] * len(experts)
+  weights = list(weights) if not isinstance(weights, (jax.Array, np.ndarray)) else list(weights)
+  if len(weights) != len(experts):
+    fail("weights", f"{len(experts)} entries (one per expert)", f"{len(weights)} entries")
+  eff, scalar = [], True
+  for i, (e, w) in enumerate(zip(experts, weights)):
+    arr, is_scalar = _check_weight(i, w, shape)
+    if arr.size == 1:
+      arr = arr.reshape(())
+    if e.support is not None:
+      sup = jnp.asarray(e.support, jnp.float32)
+      arr = arr * sup
+      is_scalar = False
+    eff.append(arr)
+    scalar = scalar and is_scalar
+  total = np.asarray(jnp.broadcast_to(sum(eff), shape)) if not any(
+      isinstance(a, jax.core.Tracer) for a in eff) else None
+  if total is not None and np.any(total <= 0):
+    fail("weights", "a positive total weight at every coordinate (so v_bar is defined)",
+         f"{int(np.sum(total <= 0))} coordinates with total weight 0")
+  return ComposedTarget(experts=experts, weights=tuple(eff), scalar_weights=scalar)

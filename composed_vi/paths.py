@@ -1,0 +1,54 @@
+"""The rectified-flow noise path and conversions between parameterisations.
+
+Convention (as Wan and diffusers' FlowMatchEuler): ``x_t = (1 - t) x0 + t eps``,
+``t in [0, 1]``, ``t = 1`` is pure noise. A velocity is ``v = E[eps - x0 | x_t]``.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+
+def x0_from_velocity(x, t, v):
+  """Posterior mean of the clean sample: ``x0_hat = x - t v``."""
+  return x - t * v
+
+
+def eps_from_velocity(x, t, v):
+  """Posterior mean of the noise: ``eps_hat = x + (1 - t) v``."""
+  return x + (1.0 - t) * v
+
+
+def score_from_velocity(x, t, v):
+  """Score of the noisy marginal: ``-(x + (1 - t) v) / t`` (finite for ``t > 0``)."""
+  return -eps_from_velocity(x, t, v) / t
+
+
+def velocity_from_score(x, t, score):
+  """Inverse of :func:`score_from_velocity`: ``v = -(t score + x) / (1 - t)`` (``t < 1``)."""
+  return -(t * score + x) / (1.0 - t)
+
+
+def velocity_from_x0(x, t, x0):
+  """``v = (x - x0) / t`` (``t > 0``): the velocity that predicts ``x0``."""
+  return (x - x0) / t
+
+
+def velocity_from_eps(x, t, eps):
+  """``v = (eps - x) / (1 - t)`` (``t < 1``): the velocity that predicts ``eps``."""
+  return (eps - x) / (1.0 - t)
+
+
+def vp_coefficients(t):
+  """VP coefficients ``(alpha, sigma)`` with the signal-to-noise ratio of flow level ``t``.
+
+  The flow point ``x_t`` equals ``sqrt((1-t)^2 + t^2)`` times the VP point
+  ``alpha x0 + sigma eps`` with ``alpha^2 + sigma^2 = 1`` and ``alpha / sigma = (1-t)/t``.
+  """
+  norm = jnp.sqrt((1.0 - t) ** 2 + t**2)
+  return (1.0 - t) / norm, t / norm, norm
+
+
+def flow_time_from_vp(alpha, sigma):
+  """The flow level ``t`` with the same signal-to-noise ratio as VP ``(alpha, sigma)``."""
+  return sigma / (alpha + sigma)

@@ -1,0 +1,116 @@
+"""Shared pieces of the annealed samplers: options, initialisation and the level loop.
+
+Every sampler is a pair of pure functions over NamedTuple states (BlackJAX style):
+``init(key, target, num_particles, options) -> State`` and
+``step(state, target, levels, options) -> (State, Info)``, one call per noise level. The level
+loop is a ``lax.scan`` over a fixed number of levels whose noise level is read from the state's
+``level`` index, so running levels in chunks (for checkpoints) never recompiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from composed_vi import schedules
+from composed_vi.errors import (check_choice, check_positive_float, check_positive_int,
+                                check_schedule, fail)
+
+
+@dataclasses.dataclass(frozen=True)
+class AnnealingOptions:
+  """Options common to every method.
+
+  Attributes:
+    num_levels: number of noise levels ``K`` (ignored when ``levels`` is given).
+    t_max: first (noisiest) level, in (0, 1].
+    t_min: last level, in (0, t_max]; samples are ``x0_hat`` there.
+    shift: scheduler time shift (Wan uses 3.0-5.0 at 480p; 1.0 is no shift).
+    levels: explicit decreasing levels in (0, 1], overriding the four above.
+    inner_steps: correction steps per level (``J``).
+    step_size: ``eta``; the step at level ``t`` is ``eta * t^2`` (the score scales like 1/t).
+  """
+
+  num_levels: int = 64
+  t_max: float = 1.0
+  t_min: float = 0.02
+  shift: float = 1.0
+  levels: Any = None
+  inner_steps: int = 4
+  step_size: float = 0.1
+
+  def validate(self):
+    check_positive_int("num_levels", self.num_levels)
+    check_positive_int("inner_steps", self.inner_steps, minimum=0)
+    check_positive_float("step_size", self.step_size)
+    for name in ("t_max", "t_min"):
+      v = getattr(self, name)
+      if not (isinstance(v, (int, float)) and 0 < v <= 1):
+        fail(name, "a number in (0, 1]", v)
+    if self.t_min > self.t_max:
+      fail("t_min", f"a level <= t_max = {self.t_max}", self.t_min)
+    check_positive_float("shift", self.shift)
+    if self.levels is not None:
+      check_schedule("levels", self.levels)
+
+  def schedule(self) -> jax.Array:
+    if self.levels is not None:
+      return jnp.asarray(check_schedule("levels", self.levels), jnp.float32)
+    return jnp.asarray(schedules.flow_levels(self.num_levels, self.t_max, self.t_min,
+                                             self.shift))
+
+
+def make_options(cls, method: str, options: dict):
+  """Builds ``cls(**options)`` with an error naming unknown options."""
+  names = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(options) - names)
+  if unknown:
+    fail(f"options for method {method!r}", f"names among {sorted(names)}",
+         f"unknown option(s) {unknown}")
+  opts = cls(**options)
+  opts.validate()
+  return opts
+
+
+def init_particles(key, target, num_particles: int) -> jax.Array:
+  """Draws ``N`` particles from ``pi_1 = N(0, I / W)``, shape ``(N, *shape)`` float32."""
+  check_positive_int("num_particles", num_particles)
+  noise = jax.random.normal(key, (num_particles,) + tuple(target.shape), jnp.float32)
+  return noise * target.init_std()
+
+
+def level_times(levels: jax.Array, level):
+  """``(t_k, t_next)`` for level index ``level``; the last level transports nowhere."""
+  last = levels.shape[0] - 1
+  t = levels[level]
+  t_next = levels[jnp.minimum(level + 1, last)]
+  return t, t_next
+
+
+def run_levels(step: Callable, state, num: int):
+  """Runs ``num`` levels of ``step(state) -> (state, info)`` under one ``lax.scan``."""
+  def body(s, _):
+    return step(s)
+
+  return jax.lax.scan(body, state, None, length=num)
+
+
+def transport(target, x, t, t_next):
+  """Euler step of ``v_bar`` from ``t`` to ``t_next`` (identity at the last level)."""
+  def move(x):
+    v, _ = target.evaluate(x, t)
+    return x + (t_next - t) * v
+
+  return jax.lax.cond(t_next < t, move, lambda x: x, x)
+
+
+def check_method(method: str, methods) -> str:
+  return check_choice("method", method, methods)
+
+
+def as_numpy_levels(levels) -> np.ndarray:
+  return np.asarray(levels, np.float32)

@@ -1,0 +1,119 @@
+"""Ctrl-VI: annealed, step-wise KL minimisation with Stein variational gradient descent.
+
+At each level ``t_k``: ``J`` SVGD steps towards ``pi_{t_k}`` (closed-form RBF kernel update,
+:mod:`composed_vi.kernels`), then transport to ``t_{k+1}`` with ``v_bar`` (METHOD.md section 4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from composed_vi import kernels, schedules
+from composed_vi.errors import check_choice, check_positive_float, check_positive_int, fail
+from composed_vi.samplers import base
+
+
+@dataclasses.dataclass(frozen=True)
+class CtrlVIOptions(base.AnnealingOptions):
+  """Options of Ctrl-VI (with those of :class:`AnnealingOptions`).
+
+  Attributes:
+    drive: ``'local'`` (default), ``'kernel'`` (textbook SVGD) or ``'self'``; see
+      :func:`composed_vi.kernels.stein_direction` and RESULTS.md for the study behind the default.
+    repulsion: ``gamma``, weight of the repulsive term.
+    repulsion_schedule: ``'constant'``, ``'linear'`` (``gamma t``) or ``'sqrt'``.
+    feature_map: ``'identity'``, ``'pool'`` (average pooling by ``pool_factor``),
+      ``'projection'`` (random projection to ``num_features``), or a
+      :class:`composed_vi.kernels.FeatureMap`.
+    bandwidth: fixed ``h`` or ``None`` for the guarded median heuristic.
+    bandwidth_scale: factor on the median heuristic.
+  """
+
+  drive: str = "local"
+  repulsion: float = 1.0
+  repulsion_schedule: str = "constant"
+  feature_map: Any = "identity"
+  pool_factor: int = 2
+  num_features: int = 256
+  feature_seed: int = 0
+  bandwidth: Any = None
+  bandwidth_scale: float = 1.0
+
+  def validate(self):
+    super().validate()
+    check_choice("drive", self.drive, kernels.DRIVES)
+    check_positive_float("repulsion", self.repulsion, allow_zero=True)
+    check_choice("repulsion_schedule", self.repulsion_schedule, schedules.REPULSION_SCHEDULES)
+    if not isinstance(self.feature_map, kernels.FeatureMap):
+      check_choice("feature_map", self.feature_map, ("identity", "pool", "projection"))
+    check_positive_int("pool_factor", self.pool_factor)
+    check_positive_int("num_features", self.num_features)
+    if self.bandwidth is not None:
+      check_positive_float("bandwidth", self.bandwidth)
+    check_positive_float("bandwidth_scale", self.bandwidth_scale)
+
+  def features(self, shape) -> kernels.FeatureMap:
+    if isinstance(self.feature_map, kernels.FeatureMap):
+      return self.feature_map
+    if self.feature_map == "identity":
+      return kernels.identity_features()
+    if self.feature_map == "pool":
+      return kernels.pool_features(shape, self.pool_factor)
+    dim = 1
+    for s in shape:
+      dim *= s
+    if self.num_features > dim:
+      fail("num_features", f"at most the latent dimension {dim}", self.num_features)
+    return kernels.projection_features(jax.random.key(self.feature_seed), dim,
+                                       self.num_features)
+
+
+class CtrlVIState(NamedTuple):
+  particles: jax.Array  # (N, *shape) float32
+  level: jax.Array  # int32 index into the levels
+  key: jax.Array  # unused by SVGD itself (deterministic); kept for a uniform state
+
+
+class CtrlVIInfo(NamedTuple):
+  t: jax.Array
+  bandwidth: jax.Array
+  mean_offdiag_kernel: jax.Array
+  drive_norm: jax.Array
+  repulsion_norm: jax.Array
+  ratio: jax.Array  # |repulsion| / |drive| at the level's last SVGD step
+
+
+def init(key, target, num_particles: int, options: CtrlVIOptions) -> CtrlVIState:
+  k_init, k_state = jax.random.split(key)
+  x = base.init_particles(k_init, target, num_particles)
+  return CtrlVIState(x, jnp.zeros((), jnp.int32), k_state)
+
+
+def step(state: CtrlVIState, target, levels, options: CtrlVIOptions):
+  """One level: ``inner_steps`` SVGD steps at ``t_k``, then transport to ``t_{k+1}``."""
+  t, t_next = base.level_times(levels, state.level)
+  eta = options.step_size * t**2
+  gamma = schedules.repulsion_weight(options.repulsion_schedule, options.repulsion, t)
+  features = options.features(target.shape)
+
+  def svgd_step(x, _):
+    _, score = target.evaluate(x, t)
+    phi, info = kernels.stein_direction(
+        x, score, features=features, bandwidth=options.bandwidth,
+        bandwidth_scale=options.bandwidth_scale, drive=options.drive, repulsion=gamma)
+    return x + eta * phi, info
+
+  x = state.particles
+  if options.inner_steps > 0:
+    x, infos = jax.lax.scan(svgd_step, x, None, length=options.inner_steps)
+    last = jax.tree.map(lambda a: a[-1], infos)
+  else:
+    nan = jnp.full((), jnp.nan, jnp.float32)
+    last = kernels.SteinInfo(nan, nan, nan, nan, nan)
+  x = base.transport(target, x, t, t_next)
+  info = CtrlVIInfo(t, *last)
+  return CtrlVIState(x, state.level + 1, state.key), info

@@ -1,0 +1,80 @@
+"""``cvi.sample``: one entry point for every method."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+
+
+from composed_vi.composition import ComposedTarget, compose
+from composed_vi.errors import check_positive_float, check_positive_int, fail
+from composed_vi.experts import Expert
+from composed_vi.samplers import METHODS, base
+
+
+def build_options(method: str, **options):
+  """Validated, hashable options of ``method`` (unknown names are refused by name)."""
+  base.check_method(method, METHODS)
+  _, cls = METHODS[method]
+  opts = base.make_options(cls, method, options)
+  if opts.levels is not None:  # hashable, so the options can be a static jit argument
+    opts = dataclasses.replace(opts, levels=tuple(float(t) for t in opts.levels))
+  return opts
+
+
+def with_context(target: ComposedTarget, context: Expert | None, weight=1.0) -> ComposedTarget:
+  """Adds a context expert (METHOD.md section 5) to a composed target."""
+  if context is None:
+    return target
+  extra = compose([context], [weight])
+  if tuple(context.shape) != target.shape:
+    fail("context.shape", f"{target.shape} (the target's shape)", tuple(context.shape))
+  return ComposedTarget(experts=target.experts + extra.experts,
+                        weights=target.weights + extra.weights,
+                        scalar_weights=target.scalar_weights and extra.scalar_weights)
+
+
+@functools.partial(jax.jit, static_argnames=("num_particles", "method", "options"))
+def _sample(key, target, num_particles, method, options):
+  module, _ = METHODS[method]
+  levels = options.schedule()
+  state = module.init(key, target, num_particles, options)
+  state, info = base.run_levels(lambda s: module.step(s, target, levels, options), state,
+                                levels.shape[0])
+  x0 = target.x0(state.particles, levels[-1])
+  return x0, info
+
+
+def sample(key, target, num_particles: int, method: str = "ctrl_vi", *, context=None,
+           context_weight=1.0, **options):
+  """Samples a population from a composed target.
+
+  Args:
+    key: a JAX PRNG key.
+    target: a :class:`ComposedTarget` (from :func:`compose`) or a single expert.
+    num_particles: ``N >= 1``.
+    method: ``'ctrl_vi'``, ``'annealed_langevin'``, ``'poe_smc'`` or ``'ode'``.
+    context: optional context expert (:func:`composed_vi.experts.Context`) added to the target.
+    context_weight: its weight (a scalar or a mask).
+    **options: keyword options of the method, see ``composed_vi.samplers.*Options``.
+
+  Returns:
+    ``(samples, info)``: ``samples`` ``(N, *shape)`` float32 (``x0_hat`` at the last level),
+    ``info`` a NamedTuple of per-level diagnostics with a leading level axis.
+  """
+  if isinstance(target, Expert):
+    target = compose([target])
+  if not isinstance(target, ComposedTarget):
+    fail("target", "a ComposedTarget (cvi.compose) or an Expert", type(target).__name__)
+  check_positive_int("num_particles", num_particles)
+  if not isinstance(context_weight, (int, float)) or context is None:
+    pass
+  else:
+    check_positive_float("context_weight", context_weight, allow_zero=True)
+  opts = build_options(method, **options)
+  target = with_context(target, context, context_weight)
+  return _sample(key, target, int(num_particles), method, opts)
+
+
