@@ -48,7 +48,7 @@ class ComposedTarget:
     return jax.lax.rsqrt(self.total_weight)
 
   def evaluate(self, x, t):
-    """``(v_bar, score)`` at level ``t`` with one forward of every expert; ``x``: ``(N, *shape)``."""
+    """``(v_bar, score)`` at level ``t``, one forward of every expert; ``x``: ``(N, *shape)``."""
     v_sum = 0.0
     s_sum = 0.0
     for expert, m in zip(self.experts, self.weights):

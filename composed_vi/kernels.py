@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from composed_vi.errors import check_choice, fail
 
-DRIVES = ("kernel", "self", "local")
+DRIVES = ("kernel", "self", "local", "normalized")
 
 
 class SteinInfo(NamedTuple):
@@ -121,6 +121,8 @@ def stein_direction(
     drive: str = "kernel",
     repulsion: float | jax.Array = 1.0,
     axis_name=None,
+    feature_values: jax.Array | None = None,
+    calibrate: bool = False,
 ) -> tuple[jax.Array, SteinInfo]:
   """The SVGD direction for particles ``x`` with scores ``scores`` (both ``(N, *shape)``).
 
@@ -133,6 +135,8 @@ def stein_direction(
       exact when the score is constant over the kernel's width).
     repulsion: ``gamma``, weight of the repulsive term.
     axis_name: mesh axis over which the coordinates are sharded (inside ``shard_map``).
+    feature_values: precomputed (nonlinear) features ``(N, P)`` of the particles, e.g. their
+      denoised ``x0_hat``; their Jacobian is then taken as the identity (``features`` unused).
 
   Returns:
     ``(phi, SteinInfo)``, ``phi`` float32 with the shape of ``x``.
@@ -147,7 +151,11 @@ def stein_direction(
     h = jnp.asarray(1.0, jnp.float32)
     k = jnp.ones((1, 1), jnp.float32)
   else:
-    f = features.apply(xf)
+    if feature_values is not None:
+      f = feature_values.reshape(n, -1).astype(jnp.float32)
+      features = identity_features()
+    else:
+      f = features.apply(xf)
     sq = pairwise_sq_dists(f, axis_name)
     h = median_bandwidth(sq, bandwidth_scale) if bandwidth is None else jnp.asarray(
         bandwidth, jnp.float32)
@@ -158,8 +166,23 @@ def stein_direction(
       dr = (k @ g) / n
     elif drive == "self":
       dr = g
-    else:
+    elif drive == "local":
       dr = (rowsum / n) * g
+    else:  # own score, repulsion divided by the kernel density estimate rowsum / N
+      dr = g
+      rep = rep * (n / rowsum)
+    if calibrate:
+      # Scale the repulsion so that it spreads the population as fast as Langevin's diffusion
+      # would: Stein's identity E_p[(x - c) . grad log p] = -D says the spread is stationary
+      # at the target when sum_i w_i (x_i - xbar) . G_i + gamma sum_i (x_i - xbar) . R_i = 0
+      # with sum_i w_i D on the second term.
+      w = jnp.ones((n, 1), jnp.float32) if drive == "self" else rowsum / n
+      centred = xf - jnp.mean(xf, axis=0, keepdims=True)
+      spread = jnp.sum(centred * rep)
+      dim = jnp.asarray(xf.shape[1], jnp.float32)
+      if axis_name is not None:
+        spread, dim = jax.lax.psum((spread, dim), axis_name)
+      rep = rep * (jnp.sum(w) * dim / jnp.maximum(spread, 1e-30))
     rep = repulsion * rep
     phi = dr + rep
   drive_part = phi - rep

@@ -7,7 +7,6 @@ import functools
 
 import jax
 
-
 from composed_vi.composition import ComposedTarget, compose
 from composed_vi.errors import check_positive_float, check_positive_int, fail
 from composed_vi.experts import Expert

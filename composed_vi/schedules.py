@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 
 from composed_vi.errors import check_choice, check_positive_int, check_schedule, fail
 

@@ -17,8 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from composed_vi import schedules
-from composed_vi.errors import (check_choice, check_positive_float, check_positive_int,
-                                check_schedule, fail)
+from composed_vi.errors import (
+  check_choice,
+  check_positive_float,
+  check_positive_int,
+  check_schedule,
+  fail,
+)
 
 
 @dataclasses.dataclass(frozen=True)

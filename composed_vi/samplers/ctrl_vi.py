@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from composed_vi import kernels, schedules
+from composed_vi import kernels, paths, schedules
 from composed_vi.errors import check_choice, check_positive_float, check_positive_int, fail
 from composed_vi.samplers import base
 
@@ -42,6 +42,7 @@ class CtrlVIOptions(base.AnnealingOptions):
   feature_seed: int = 0
   bandwidth: Any = None
   bandwidth_scale: float = 1.0
+  calibrate_repulsion: bool = False
 
   def validate(self):
     super().validate()
@@ -49,7 +50,7 @@ class CtrlVIOptions(base.AnnealingOptions):
     check_positive_float("repulsion", self.repulsion, allow_zero=True)
     check_choice("repulsion_schedule", self.repulsion_schedule, schedules.REPULSION_SCHEDULES)
     if not isinstance(self.feature_map, kernels.FeatureMap):
-      check_choice("feature_map", self.feature_map, ("identity", "pool", "projection"))
+      check_choice("feature_map", self.feature_map, ("identity", "pool", "projection", "x0"))
     check_positive_int("pool_factor", self.pool_factor)
     check_positive_int("num_features", self.num_features)
     if self.bandwidth is not None:
@@ -59,7 +60,7 @@ class CtrlVIOptions(base.AnnealingOptions):
   def features(self, shape) -> kernels.FeatureMap:
     if isinstance(self.feature_map, kernels.FeatureMap):
       return self.feature_map
-    if self.feature_map == "identity":
+    if self.feature_map in ("identity", "x0"):
       return kernels.identity_features()
     if self.feature_map == "pool":
       return kernels.pool_features(shape, self.pool_factor)
@@ -101,10 +102,12 @@ def step(state: CtrlVIState, target, levels, options: CtrlVIOptions):
   features = options.features(target.shape)
 
   def svgd_step(x, _):
-    _, score = target.evaluate(x, t)
+    v, score = target.evaluate(x, t)
+    fv = paths.x0_from_velocity(x, t, v) if options.feature_map == "x0" else None
     phi, info = kernels.stein_direction(
         x, score, features=features, bandwidth=options.bandwidth,
-        bandwidth_scale=options.bandwidth_scale, drive=options.drive, repulsion=gamma)
+        bandwidth_scale=options.bandwidth_scale, drive=options.drive, repulsion=gamma,
+        feature_values=fv, calibrate=options.calibrate_repulsion)
     return x + eta * phi, info
 
   x = state.particles
