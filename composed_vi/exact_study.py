@@ -44,7 +44,7 @@ def many_particles(config, method: str, key) -> dict:
     mmds.append(float(metrics.mmd(x, ref)))
     floors.append(float(metrics.mmd(ref2, ref)))
     energies.append(float(metrics.energy_distance(x, ref)))
-    weight_errs.append(float(gmm.mode_weight_error(x, exact)))
+    weight_errs.append(float(gmm.mode_weight_error(x, exact, reference=ref)))
   return dict(mmd=float(np.mean(mmds)), mmd_floor=float(np.mean(floors)),
               mmd_ratio=float(np.mean(mmds) / np.mean(floors)),
               energy=float(np.mean(energies)), mode_weight_tv=float(np.mean(weight_errs)),

@@ -130,9 +130,13 @@ def stein_direction(
     features: linear feature map of the kernel (identity by default).
     bandwidth: fixed ``h``; ``None`` uses the guarded median heuristic times
       ``bandwidth_scale``.
-    drive: ``'kernel'`` (textbook ``(1/N) sum_j K_ij G_j``), ``'self'`` (``G_i``) or
+    drive: ``'kernel'`` (textbook ``(1/N) sum_j K_ij G_j``), ``'self'`` (``G_i``),
       ``'local'`` (``(1/N) sum_j K_ij G_i``: the kernel average with each particle's own score,
-      exact when the score is constant over the kernel's width).
+      exact when the score is constant over the kernel's width, and free of the cross-talk
+      between particles' scores that a blind kernel causes in high dimension), or
+      ``'normalized'`` (``G_i`` with the repulsion divided by ``(1/N) sum_j K_ij``: the same
+      fixed point as ``'local'`` with a larger effective step).
+    calibrate: scale the repulsion so the population spreads as Langevin diffusion would.
     repulsion: ``gamma``, weight of the repulsive term.
     axis_name: mesh axis over which the coordinates are sharded (inside ``shard_map``).
     feature_values: precomputed (nonlinear) features ``(N, P)`` of the particles, e.g. their

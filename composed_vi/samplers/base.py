@@ -40,7 +40,7 @@ class AnnealingOptions:
     step_size: ``eta``; the step at level ``t`` is ``eta * t^2`` (the score scales like 1/t).
   """
 
-  num_levels: int = 64
+  num_levels: int = 128
   t_max: float = 1.0
   t_min: float = 0.02
   shift: float = 1.0
