@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from composed_vi.errors import check_choice, fail
 
 DRIVES = ("kernel", "self", "local", "normalized")
+_DIFF_BUDGET = 2**24
 
 
 class SteinInfo(NamedTuple):
@@ -40,25 +41,61 @@ def pairwise_sq_dists(f: jax.Array, axis_name=None) -> jax.Array:
   ``psum``-ed over that mesh axis (N x N floats of communication).
   """
   f = f.astype(jnp.float32)
-  sq = jax.lax.map(lambda fi: jnp.sum(jnp.square(f - fi), axis=-1), f)
+  n, p = f.shape
+  # Rows in batches of at most ~2^24 difference entries: one fused broadcast for small
+  # problems, a row at a time for video latents (memory O(N D), never N x N x D).
+  batch = max(1, min(n, _DIFF_BUDGET // max(n * p, 1)))
+  sq = jax.lax.map(lambda fi: jnp.sum(jnp.square(f - fi), axis=-1), f, batch_size=batch)
   if axis_name is not None:
     sq = jax.lax.psum(sq, axis_name)
   return sq
+
+
+def _kth_smallest_pair(sq: jax.Array, upper: jax.Array, k: int) -> jax.Array:
+  """The ``k``-th smallest (0-based) of ``sq[upper]`` for ``sq >= 0``, by bisection on the bits.
+
+  Non-negative float32 values order like their int32 bit patterns, so 32 counting passes over
+  the N x N matrix find the exact order statistic: far faster than sorting N^2 / 2 values.
+  """
+  bits = jax.lax.bitcast_convert_type(jnp.maximum(sq, 0.0), jnp.int32)
+
+  def body(_, lohi):
+    lo, hi = lohi
+    mid = lo + (hi - lo) // 2
+    count = jnp.sum((bits <= mid) & upper)
+    return jnp.where(count >= k + 1, lo, mid + 1), jnp.where(count >= k + 1, mid, hi)
+
+  lo, _ = jax.lax.fori_loop(0, 32, body, (jnp.int32(0), jnp.max(jnp.where(upper, bits, 0))))
+  return jax.lax.bitcast_convert_type(lo, jnp.float32)
+
+
+def median_of_pairs(sq: jax.Array) -> jax.Array:
+  """Median of the strictly upper-triangular entries of ``sq`` (as ``jnp.median`` would give)."""
+  n = sq.shape[0]
+  m = n * (n - 1) // 2
+  upper = jnp.triu(jnp.ones((n, n), bool), k=1)
+  hi = _kth_smallest_pair(sq, upper, m // 2)
+  if m % 2:
+    return hi
+  return 0.5 * (_kth_smallest_pair(sq, upper, m // 2 - 1) + hi)
 
 
 def median_bandwidth(sq: jax.Array, scale: float = 1.0) -> jax.Array:
   """Guarded median heuristic ``h = scale * median_{i<j} d_ij^2 / log(max(N, 2))``.
 
   Guards: N = 1 has no pairs (h = 1, the kernel is then unused); coincident particles give a
-  median of 0, floored at a tiny positive value (their repulsion is exactly 0 anyway).
+  median of 0, floored at 1e-6 of the mean squared distance (or a tiny value if all coincide,
+  where the repulsion is set to exactly 0).
   """
   n = sq.shape[0]
   if n < 2:
     return jnp.asarray(1.0, jnp.float32)
-  iu = jnp.triu_indices(n, k=1)
-  med = jnp.median(sq[iu])
-  h = scale * med / math.log(max(n, 2))
-  return jnp.maximum(h, jnp.finfo(jnp.float32).tiny * 1e6)
+  med = median_of_pairs(sq)
+  mean_sq = jnp.sum(sq) / (n * (n - 1))  # zero diagonal
+  # When most pairs coincide the median is 0: floor h relative to the mean squared distance,
+  # so 1/h stays bounded by the scale of the particles that do differ.
+  floor = jnp.maximum(1e-6 * mean_sq, jnp.finfo(jnp.float32).tiny * 1e6)
+  return jnp.maximum(scale * med / math.log(max(n, 2)), floor)
 
 
 class FeatureMap(NamedTuple):
@@ -151,7 +188,7 @@ def stein_direction(
   g = scores.reshape(n, -1).astype(jnp.float32)
   features = identity_features() if features is None else features
   if n == 1:  # no pairs: the direction is the score itself
-    phi, rep = g, jnp.zeros_like(g)
+    phi, rep, dr = g, jnp.zeros_like(g), g
     h = jnp.asarray(1.0, jnp.float32)
     k = jnp.ones((1, 1), jnp.float32)
   else:
@@ -165,7 +202,14 @@ def stein_direction(
         bandwidth, jnp.float32)
     k = jnp.exp(-sq / h)
     rowsum = jnp.sum(k, axis=1, keepdims=True)
-    rep = (2.0 / (h * n)) * features.transpose(f * rowsum - k @ f)
+    # Centred features: f_i sum_j K_ij - (K f)_i is unchanged by a common shift, and its
+    # float32 rounding then scales with the spread, not the magnitude, of the particles.
+    # Written as one product with the kernel's Laplacian diag(rowsum) - K (rows sum to 0).
+    fc = f - jnp.mean(f, axis=0, keepdims=True)
+    diff = (jnp.diag(rowsum[:, 0]) - k) @ fc
+    # All particles coincide: no repulsion (h is at its floor; rounding would be amplified).
+    diff = jnp.where(sq.max() > 0, diff, 0.0)
+    rep = (2.0 / (h * n)) * features.transpose(diff)
     if drive == "kernel":
       dr = (k @ g) / n
     elif drive == "self":
@@ -189,8 +233,7 @@ def stein_direction(
       rep = rep * (jnp.sum(w) * dim / jnp.maximum(spread, 1e-30))
     rep = repulsion * rep
     phi = dr + rep
-  drive_part = phi - rep
-  dn2 = jnp.sum(jnp.square(drive_part))
+  dn2 = jnp.sum(jnp.square(dr))
   rn2 = jnp.sum(jnp.square(rep))
   if axis_name is not None:
     dn2, rn2 = jax.lax.psum((dn2, rn2), axis_name)

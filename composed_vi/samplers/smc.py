@@ -2,7 +2,8 @@
 
 The log-weight of a particle gains ``reward_scale * (r(x0_hat_k) - r(x0_hat_{k-1}))`` at each
 level (a telescoping twist, so the final population is weighted by ``exp(scale * r(x0))``), and
-the population is resampled (systematic) whenever ``ESS < ess_threshold * N``.
+the population is resampled (systematic) whenever ``ESS < ess_threshold * N``, and at the last
+level whenever the weights are not uniform, so the returned particles are tilted by the reward.
 """
 
 from __future__ import annotations
@@ -89,7 +90,9 @@ def step(state: SMCState, target, levels, options):
   logw = state.log_weights + r - state.reward
   ess = effective_sample_size(logw)
   n = x.shape[0]
-  do = ess < options.ess_threshold * n
+  # The last level always resamples non-uniform weights, so the output carries the reward.
+  last = t_next >= t
+  do = (ess < options.ess_threshold * n) | (last & (ess < n * (1 - 1e-6)))
   idx = jnp.where(do, systematic_resample(k_res, logw), jnp.arange(n))
   x, v, r = x[idx], v[idx], r[idx]
   logw = jnp.where(do, jnp.zeros_like(logw), logw)

@@ -1,0 +1,230 @@
+"""``cvi.sample`` end to end on the exact 2-D product of mixtures: shapes, determinism, tracing,
+argument validation, diagnostics, reward-guided SMC, context pinning and mode coverage."""
+
+import re
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import composed_vi as cvi
+from composed_vi import experts, gmm, schedules
+from composed_vi.samplers import base
+
+N, LEVELS = 8, 8
+TARGET_MODE = np.asarray([1.0, 1.0], np.float32)
+
+
+def reward_top_right(x0):
+  """Log-reward favouring the (1, 1) mode (module level: options are hashed by identity)."""
+  return -jnp.sum(jnp.square(x0 - jnp.asarray([1.0, 1.0])), axis=-1)
+
+
+_assign_modes = jax.jit(gmm.assign_modes)
+
+
+def _raises(field):
+  return pytest.raises(cvi.ConfigError, match=re.escape(field))
+
+
+def _sample(target, method, seed=0, n=N, **options):
+  return cvi.sample(jax.random.key(seed), target, num_particles=n, method=method,
+                    num_levels=LEVELS, **options)
+
+
+@pytest.mark.parametrize("method", sorted(cvi.METHODS))
+def test_sample_shapes_determinism(product_target, method):
+  x, info = _sample(product_target, method)
+  assert x.shape == (N, 2) and x.dtype == jnp.float32
+  assert bool(jnp.all(jnp.isfinite(x)))
+  for name, leaf in info._asdict().items():
+    assert leaf.shape[0] == LEVELS, name
+  np.testing.assert_allclose(info.t, schedules.flow_levels(LEVELS), rtol=1e-6)
+  again, info_again = _sample(product_target, method)
+  np.testing.assert_array_equal(again, x)
+  chex.assert_trees_all_equal(info_again, info)
+  other, _ = _sample(product_target, method, seed=1)
+  assert float(jnp.min(jnp.linalg.norm(other - x, axis=-1))) > 1e-4
+  if method in ("annealed_langevin", "poe_smc"):
+    acc = np.asarray(info.acceptance)
+    assert np.all((acc >= 0) & (acc <= 1)) and np.all(np.isfinite(acc))
+
+
+def test_ctrl_vi_info_diagnostics(product_target):
+  _, info = _sample(product_target, "ctrl_vi")
+  for name in ("bandwidth", "ratio", "mean_offdiag_kernel", "drive_norm", "repulsion_norm"):
+    assert np.all(np.isfinite(np.asarray(getattr(info, name)))), name
+  assert np.all(np.asarray(info.bandwidth) > 0)
+  assert np.all(np.asarray(info.ratio) >= 0)
+  kern = np.asarray(info.mean_offdiag_kernel)
+  assert np.all((kern > 0) & (kern <= 1))
+  np.testing.assert_allclose(info.ratio, info.repulsion_norm / info.drive_norm, rtol=1e-4)
+
+
+def test_level_loop_traces_the_step_once():
+  chex.clear_trace_counter()
+
+  @chex.assert_max_traces(n=1)
+  def step(state):
+    return state * 0.5 + 1.0, state
+
+  run = jax.jit(lambda s: base.run_levels(step, s, 10))
+  final, seen = run(jnp.float32(0.0))
+  np.testing.assert_allclose(final, 2.0 - 2.0 ** -9, rtol=1e-6)
+  assert seen.shape == (10,)
+  final, _ = run(jnp.float32(4.0))  # cached: no second trace
+  np.testing.assert_allclose(final, 2.0 + 2.0 * 2.0 ** -10, rtol=1e-6)
+
+  # The check is live: a Python loop over levels traces the step once per level.
+  @chex.assert_max_traces(n=1)
+  def unrolled_step(state):
+    return state + 1.0
+
+  def unrolled(s):
+    for _ in range(10):
+      s = unrolled_step(s)
+    return s
+
+  with pytest.raises(AssertionError):
+    jax.jit(unrolled)(jnp.float32(0.0))
+
+
+def test_sample_does_not_retrace():
+  traces = []
+  mixture = experts.GaussianMixture([[1.0, 0.0], [-1.0, 0.0]], [0.3, 0.3])
+
+  def velocity_fn(x, t):
+    traces.append(t)
+    return mixture.velocity(x, t)
+
+  expert = experts.FunctionExpert(velocity_fn, (2,))
+  x1, _ = cvi.sample(jax.random.key(0), cvi.compose([expert]), 4, "ode", num_levels=4)
+  first = len(traces)
+  assert first > 0
+  # A fresh target with the same structure and another key: served from the cache.
+  x2, _ = cvi.sample(jax.random.key(1), cvi.compose([expert], [1.0]), 4, "ode", num_levels=4)
+  x3, _ = cvi.sample(jax.random.key(2), expert, 4, "ode", num_levels=4)
+  assert len(traces) == first
+  assert float(jnp.max(jnp.abs(x1 - x2))) > 1e-4
+  assert bool(jnp.all(jnp.isfinite(x3)))
+  # The counter is live: another number of particles is another compilation.
+  cvi.sample(jax.random.key(0), expert, 5, "ode", num_levels=4)
+  assert len(traces) > first
+
+
+def test_bad_arguments(product_target, mixtures):
+  key = jax.random.key(0)
+
+  def run(method="ctrl_vi", n=4, target=product_target, **options):
+    return cvi.sample(key, target, n, method, **options)
+
+  for n in (0, -3, 2.5, True):
+    with _raises("num_particles"):
+      run(n=n)
+  with _raises("method"):
+    run("svgd")
+  with _raises("drvie"):
+    run(drvie="self")
+  with _raises("drive"):  # an option of another method
+    run("ode", drive="self")
+  for levels in ((0.5, 0.8), (1.5, 0.5), (0.5, 0.0), (0.5, 0.5), (), (0.9, float("nan"))):
+    with _raises("levels"):
+      run(levels=levels)
+  with _raises("t_min"):
+    run(t_min=0.5, t_max=0.2)
+  with _raises("t_min"):
+    run(t_min=0.0)
+  with _raises("t_max"):
+    run(t_max=1.5)
+  for step_size in (0.0, -0.1, float("inf")):
+    with _raises("step_size"):
+      run(step_size=step_size)
+  with _raises("num_levels"):
+    run(num_levels=0)
+  with _raises("inner_steps"):
+    run(inner_steps=-1)
+  with _raises("drive"):
+    run(drive="textbook")
+  with _raises("repulsion"):
+    run(repulsion=-1.0)
+  with _raises("reward"):
+    run("poe_smc", reward=3.0)
+  with _raises("ess_threshold"):
+    run("poe_smc", ess_threshold=1.5)
+  with _raises("solver"):
+    run("ode", solver="rk4")
+  with _raises("target"):
+    run(target="not a target")
+  with _raises("context_weight"):
+    run(context=experts.Context(jnp.zeros(2), 0.3), context_weight=-1.0)
+  masked = cvi.compose(mixtures, [jnp.asarray([1.0, 0.5]), 1.0])
+  with _raises("mala"):
+    run("annealed_langevin", target=masked, mala=True, num_levels=2)
+  with _raises("mala"):
+    run("poe_smc", target=masked, mala=True, num_levels=2)
+
+
+def test_explicit_levels(product_target):
+  levels = (0.9, 0.5, 0.2, 0.05)
+  x, info = cvi.sample(jax.random.key(0), product_target, 4, "ode", levels=levels)
+  np.testing.assert_allclose(info.t, levels, rtol=1e-6)
+  assert x.shape == (4, 2)
+
+
+def test_poe_smc_reward_selects_one_mode(product_target):
+  n = 64
+  x, info = cvi.sample(jax.random.key(0), product_target, n, "poe_smc",
+                       reward=reward_top_right, reward_scale=10.0)
+  dist = np.linalg.norm(np.asarray(x) - TARGET_MODE, axis=-1)
+  assert np.mean(dist < 0.75) >= 0.9, np.sort(dist)
+  ess = np.asarray(info.ess)
+  assert ess.shape == info.t.shape  # one per level
+  assert np.all(ess <= n * (1 + 1e-5)) and np.all(ess >= 1 - 1e-5)
+  assert bool(np.any(np.asarray(info.resampled)))
+
+
+def test_poe_smc_reward_scale_5_every_seed(product_target):
+  fractions = []
+  for seed in range(6):
+    x, _ = cvi.sample(jax.random.key(seed), product_target, 64, "poe_smc",
+                      reward=reward_top_right, reward_scale=5.0)
+    dist = np.linalg.norm(np.asarray(x) - TARGET_MODE, axis=-1)
+    fractions.append(float(np.mean(dist < 0.75)))
+  assert min(fractions) >= 0.9, fractions
+
+
+def _pinned_modes(target, exact_product, **options):
+  context = experts.Context(jnp.asarray([-1.0, 1.0]), sigma=0.3)
+  x, _ = cvi.sample(jax.random.key(0), target, 16, "ctrl_vi", context=context, **options)
+  modes, on = _assign_modes(x, exact_product)
+  pinned = int(np.argmin(np.linalg.norm(np.asarray(exact_product.means) - [-1.0, 1.0], axis=-1)))
+  return np.asarray(modes), np.asarray(on), pinned
+
+
+def test_context_pins_every_particle(product_target, exact_product):
+  modes, on, pinned = _pinned_modes(product_target, exact_product, drive="self")
+  np.testing.assert_array_equal(modes, pinned)
+  assert on.all()
+  # Without the context the particles spread over the four modes (same call as above: cached).
+  x, _ = _sample(product_target, "ctrl_vi")
+  assert len(set(np.asarray(_assign_modes(x, exact_product)[0]).tolist())) >= 3
+
+
+def test_context_pins_every_particle_default_options(product_target, exact_product):
+  modes, _, pinned = _pinned_modes(product_target, exact_product)
+  np.testing.assert_array_equal(modes, pinned)
+
+
+@pytest.mark.slow
+def test_ctrl_vi_mode_coverage(product_target, exact_product):
+  """N = 4 particles in D = 2 cover the four modes of the product (METHOD.md section 4)."""
+  covered, on_mode = [], []
+  for seed in range(20):
+    x, _ = cvi.sample(jax.random.key(seed), product_target, 4, "ctrl_vi")
+    c, frac = gmm.mode_coverage(x, exact_product)
+    covered.append(int(c))
+    on_mode.append(float(frac))
+  assert np.mean(covered) >= 3.9, covered
+  assert np.mean(on_mode) >= 0.9, on_mode
