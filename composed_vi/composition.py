@@ -77,8 +77,9 @@ class ComposedTarget:
     return sum(m * e.log_prob(x, t) for e, m in zip(self.experts, self.weights))
 
 
-def _check_weight(i: int, w, shape) -> tuple[jax.Array, bool]:
-  field = f"weights[{i}]"
+def check_weight(i: int, w, shape, field: str | None = None) -> tuple[jax.Array, bool]:
+  """Validates one weight (scalar or mask broadcastable to ``shape``); errors name ``field``."""
+  field = field or f"weights[{i}]"
   try:
     arr = jnp.asarray(w, jnp.float32)
   except (TypeError, ValueError):
@@ -123,7 +124,7 @@ def compose(experts: Sequence[Expert], weights: Sequence[Any] | None = None) -> 
     fail("weights", f"{len(experts)} entries (one per expert)", f"{len(weights)} entries")
   eff, scalar = [], True
   for i, (e, w) in enumerate(zip(experts, weights)):
-    arr, is_scalar = _check_weight(i, w, shape)
+    arr, is_scalar = check_weight(i, w, shape)
     if arr.size == 1:
       arr = arr.reshape(())
     if e.support is not None:

@@ -20,16 +20,18 @@ from composed_vi.composition import compose
 from composed_vi.sampling import sample
 
 
-def _options(config) -> dict:
-  opts = {}
-  for name in ("num_levels", "inner_steps"):
-    value = config.get(name)
-    if value is not None:
-      opts[name] = value
-  return opts
+def runs(config) -> dict:
+  """``label -> (method, options)``: every method with its defaults, plus ``config.variants``."""
+  shared = {name: config.get(name) for name in ("num_levels", "inner_steps")
+            if config.get(name) is not None}
+  out = {m: (m, dict(shared)) for m in config.methods}
+  for label, spec in config.get("variants", {}).items():
+    spec = dict(spec)
+    out[label] = (spec.pop("method"), {**shared, **spec})
+  return out
 
 
-def many_particles(config, method: str, key) -> dict:
+def many_particles(config, method: str, key, options) -> dict:
   experts, exact = toys.asymmetric_product_2d()
   target = compose(experts)
   n = config.many.num_particles
@@ -37,7 +39,7 @@ def many_particles(config, method: str, key) -> dict:
   for s in range(config.many.num_seeds):
     k_run, k_a, k_b = jax.random.split(jax.random.fold_in(key, s), 3)
     start = time.perf_counter()
-    x, _ = sample(k_run, target, n, method, **_options(config))
+    x, _ = sample(k_run, target, n, method, **options)
     x = jax.block_until_ready(x)
     runs.append(time.perf_counter() - start)
     ref, ref2 = exact.sample(k_a, n), exact.sample(k_b, n)
@@ -51,13 +53,13 @@ def many_particles(config, method: str, key) -> dict:
               seconds=float(np.median(runs)), last=np.asarray(x))
 
 
-def few_particles(config, method: str, key, dim: int) -> dict:
+def few_particles(config, method: str, key, dim: int, options) -> dict:
   experts, exact = toys.four_modes(dim)
   target = compose(experts)
   covered, on_mode, last = [], [], None
   for s in range(config.few.num_seeds):
     x, _ = sample(jax.random.fold_in(key, s), target, config.few.num_particles, method,
-                  **_options(config))
+                  **options)
     c, o = gmm.mode_coverage(x, exact)
     covered.append(float(c))
     on_mode.append(float(o))
@@ -70,14 +72,16 @@ def run(config, workdir: str) -> dict:
   """Runs the study and writes its table and plots; returns the results dict."""
   key = jax.random.key(config.seed)
   results, particles = {}, {}
-  for method in config.methods:
-    logging.info("exact study: %s", method)
-    many = many_particles(config, method, jax.random.fold_in(key, 1))
-    few2 = few_particles(config, method, jax.random.fold_in(key, 2), 2)
-    few_hd = few_particles(config, method, jax.random.fold_in(key, 3), config.few.high_dim)
-    particles[method] = dict(many=many.pop("last"), few2=few2.pop("last"))
+  for label, (method, options) in runs(config).items():
+    logging.info("exact study: %s (%s %s)", label, method, options)
+    many = many_particles(config, method, jax.random.fold_in(key, 1), options)
+    few2 = few_particles(config, method, jax.random.fold_in(key, 2), 2, options)
+    few_hd = few_particles(config, method, jax.random.fold_in(key, 3), config.few.high_dim,
+                           options)
+    particles[label] = dict(many=many.pop("last"), few2=few2.pop("last"))
     few_hd.pop("last")
-    results[method] = dict(many=many, few_2d=few2, few_high_dim=few_hd)
+    results[label] = dict(method=method, options=options, many=many, few_2d=few2,
+                          few_high_dim=few_hd)
   summary = dict(config=config.to_dict(), results=results)
   io.write_json(os.path.join(workdir, "results.json"), summary)
   io.write_text(os.path.join(workdir, "results.md"), markdown_table(config, results))
@@ -89,7 +93,7 @@ def run(config, workdir: str) -> dict:
 def markdown_table(config, results) -> str:
   hd = config.few.high_dim
   lines = [
-      "| method | MMD / floor (N=%d, D=2) | energy dist. | mode-weight TV | modes N=%d D=2 |"
+      "| run | MMD / floor (N=%d, D=2) | energy dist. | mode-weight TV | modes N=%d D=2 |"
       " modes N=%d D=%d | on mode D=%d | s / run |" % (
           config.many.num_particles, config.few.num_particles, config.few.num_particles, hd, hd),
       "|---|---|---|---|---|---|---|---|",

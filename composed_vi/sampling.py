@@ -7,8 +7,8 @@ import functools
 
 import jax
 
-from composed_vi.composition import ComposedTarget, compose
-from composed_vi.errors import check_positive_float, check_positive_int, fail
+from composed_vi.composition import ComposedTarget, check_weight, compose
+from composed_vi.errors import check_positive_int, fail
 from composed_vi.experts import Expert
 from composed_vi.samplers import METHODS, base
 
@@ -68,10 +68,10 @@ def sample(key, target, num_particles: int, method: str = "ctrl_vi", *, context=
   if not isinstance(target, ComposedTarget):
     fail("target", "a ComposedTarget (cvi.compose) or an Expert", type(target).__name__)
   check_positive_int("num_particles", num_particles)
-  if not isinstance(context_weight, (int, float)) or context is None:
-    pass
-  else:
-    check_positive_float("context_weight", context_weight, allow_zero=True)
+  if context is not None:
+    if not isinstance(context, Expert):
+      fail("context", "an Expert such as cvi.experts.Context(...)", type(context).__name__)
+    check_weight(0, context_weight, target.shape, field="context_weight")
   opts = build_options(method, **options)
   target = with_context(target, context, context_weight)
   return _sample(key, target, int(num_particles), method, opts)

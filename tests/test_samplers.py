@@ -228,3 +228,11 @@ def test_ctrl_vi_mode_coverage(product_target, exact_product):
     on_mode.append(float(frac))
   assert np.mean(covered) >= 3.9, covered
   assert np.mean(on_mode) >= 0.9, on_mode
+
+
+@pytest.mark.parametrize("weight", (-1.0, np.ones(3, np.float32)))
+def test_bad_context_weight_is_named(product_target, weight):
+  context = experts.Context(jnp.asarray([-1.0, 1.0]), sigma=0.3)
+  with pytest.raises(cvi.ConfigError, match="context_weight"):
+    cvi.sample(jax.random.key(0), product_target, 4, "ctrl_vi", context=context,
+               context_weight=weight)
