@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from composed_vi.kernels import pairwise_sq_dists
@@ -38,5 +37,3 @@ def energy_distance(x, y):
   n = x.shape[0]
   return 2 * d[:n, n:].mean() - d[:n, :n].mean() - d[n:, n:].mean()
 
-
-mmd_jit = jax.jit(mmd)

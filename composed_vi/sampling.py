@@ -8,14 +8,14 @@ import functools
 import jax
 
 from composed_vi.composition import ComposedTarget, check_weight, compose
-from composed_vi.errors import check_positive_int, fail
+from composed_vi.errors import check_choice, check_positive_int, fail
 from composed_vi.experts import Expert
 from composed_vi.samplers import METHODS, base
 
 
 def build_options(method: str, **options):
   """Validated, hashable options of ``method`` (unknown names are refused by name)."""
-  base.check_method(method, METHODS)
+  check_choice("method", method, METHODS)
   _, cls = METHODS[method]
   opts = base.make_options(cls, method, options)
   if opts.levels is not None:  # hashable, so the options can be a static jit argument

@@ -14,11 +14,9 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from composed_vi import schedules
 from composed_vi.errors import (
-  check_choice,
   check_positive_float,
   check_positive_int,
   check_schedule,
@@ -111,11 +109,3 @@ def transport(target, x, t, t_next):
     return x + (t_next - t) * v
 
   return jax.lax.cond(t_next < t, move, lambda x: x, x)
-
-
-def check_method(method: str, methods) -> str:
-  return check_choice("method", method, methods)
-
-
-def as_numpy_levels(levels) -> np.ndarray:
-  return np.asarray(levels, np.float32)

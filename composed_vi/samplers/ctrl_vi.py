@@ -7,6 +7,7 @@ At each level ``t_k``: ``J`` SVGD steps towards ``pi_{t_k}`` (closed-form RBF ke
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -71,9 +72,7 @@ class CtrlVIOptions(base.AnnealingOptions):
       return kernels.identity_features()
     if self.feature_map == "pool":
       return kernels.pool_features(shape, self.pool_factor)
-    dim = 1
-    for s in shape:
-      dim *= s
+    dim = math.prod(shape)
     if self.num_features > dim:
       fail("num_features", f"at most the latent dimension {dim}", self.num_features)
     return kernels.projection_features(jax.random.key(self.feature_seed), dim,
