@@ -14,7 +14,7 @@ venv: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 
 demo: venv
-	$(BIN)/python -m experiments.exact_targets --config=configs/exact_targets.py --workdir=$(WORKDIR)
+	$(BIN)/python -m experiments.main --config=configs/exact_targets.py --workdir=$(WORKDIR)
 
 test: venv
 	$(BIN)/ruff check .

@@ -106,7 +106,10 @@ class FeatureMap(NamedTuple):
 
 
 def identity_features() -> FeatureMap:
-  return FeatureMap(lambda x: x, lambda g: g)
+  return _IDENTITY
+
+
+_IDENTITY = FeatureMap(lambda x: x, lambda g: g)
 
 
 def linear_features(fn: Callable, dim: int) -> FeatureMap:
@@ -160,6 +163,7 @@ def stein_direction(
     axis_name=None,
     feature_values: jax.Array | None = None,
     calibrate: bool = False,
+    dim: int | None = None,
 ) -> tuple[jax.Array, SteinInfo]:
   """The SVGD direction for particles ``x`` with scores ``scores`` (both ``(N, *shape)``).
 
@@ -178,6 +182,7 @@ def stein_direction(
     axis_name: mesh axis over which the coordinates are sharded (inside ``shard_map``).
     feature_values: precomputed (nonlinear) features ``(N, P)`` of the particles, e.g. their
       denoised ``x0_hat``; their Jacobian is then taken as the identity (``features`` unused).
+    dim: the latent dimension, when ``x`` is a (zero-padded) shard of it (for ``calibrate``).
 
   Returns:
     ``(phi, SteinInfo)``, ``phi`` float32 with the shape of ``x``.
@@ -227,9 +232,9 @@ def stein_direction(
       w = jnp.ones((n, 1), jnp.float32) if drive == "self" else rowsum / n
       centred = xf - jnp.mean(xf, axis=0, keepdims=True)
       spread = jnp.sum(centred * rep)
-      dim = jnp.asarray(xf.shape[1], jnp.float32)
       if axis_name is not None:
-        spread, dim = jax.lax.psum((spread, dim), axis_name)
+        spread = jax.lax.psum(spread, axis_name)
+      dim = jnp.asarray(xf.shape[1] if dim is None else dim, jnp.float32)
       rep = rep * (jnp.sum(w) * dim / jnp.maximum(spread, 1e-30))
     rep = repulsion * rep
     phi = dr + rep
@@ -240,6 +245,56 @@ def stein_direction(
   dn, rn = jnp.sqrt(dn2), jnp.sqrt(rn2)
   off = (jnp.sum(k) - jnp.trace(k)) / max(n * (n - 1), 1)
   info = SteinInfo(h, off, dn, rn, rn / jnp.maximum(dn, 1e-30))
+  return phi.reshape(x.shape), info
+
+
+def sharded_stein_direction(x: jax.Array, scores: jax.Array, *, mesh=None,
+                            features: FeatureMap | None = None,
+                            feature_values: jax.Array | None = None,
+                            **kwargs) -> tuple[jax.Array, SteinInfo]:
+  """:func:`stein_direction` on a device mesh, under ``jax.shard_map``.
+
+  Inside the map every device holds all ``N`` particles but only ``1 / num_devices`` of their
+  (flattened, zero-padded) coordinates: an all-to-all over ``data`` turns the
+  ``('data', 'model')`` layout into that one (and back), never an all-gather. The devices'
+  partial squared distances are combined by one ``N x N`` ``psum``; the kernel, the bandwidth
+  and the Laplacian product are then local. Memory per device is ``O(N^2 + N D / num_devices)``.
+
+  Feature maps other than the identity (pooling, projections, ``x0`` features) mix
+  coordinates across shards; they run as :func:`stein_direction` under jit's automatic
+  partitioning instead. ``kwargs`` are those of :func:`stein_direction`.
+  """
+  ident = features is None or features is _IDENTITY
+  if mesh is None or mesh.size == 1 or not ident or feature_values is not None:
+    return stein_direction(x, scores, features=features, feature_values=feature_values,
+                           **kwargs)
+  from jax.sharding import PartitionSpec as P
+
+  n = x.shape[0]
+  xf = x.reshape(n, -1).astype(jnp.float32)
+  g = scores.reshape(n, -1).astype(jnp.float32)
+  d = xf.shape[1]
+  pad = (-d) % mesh.size
+  if pad:  # zero coordinates change no distance, no repulsion and no drive
+    xf = jnp.pad(xf, ((0, 0), (0, pad)))
+    g = jnp.pad(g, ((0, 0), (0, pad)))
+  axes = tuple(mesh.axis_names)  # ("data", "model")
+  spec = P(axes[0], axes[1])
+
+  def local(xl, gl):
+    # (N / data, D / model) -> (N, D / (model * data)): whole particles, a slice of coordinates.
+    def gather_rows(a):
+      return jax.lax.all_to_all(a, axes[0], split_axis=1, concat_axis=0, tiled=True)
+
+    phi, info = stein_direction(gather_rows(xl), gather_rows(gl), axis_name=axes, dim=d,
+                                **kwargs)
+    return jax.lax.all_to_all(phi, axes[0], split_axis=0, concat_axis=1, tiled=True), info
+
+  info_spec = SteinInfo(*([P()] * len(SteinInfo._fields)))
+  phi, info = jax.shard_map(local, mesh=mesh, in_specs=(spec, spec),
+                            out_specs=(spec, info_spec))(xf, g)
+  if pad:
+    phi = phi[:, :d]
   return phi.reshape(x.shape), info
 
 

@@ -7,6 +7,7 @@ import functools
 
 import jax
 
+from composed_vi import distributed
 from composed_vi.composition import ComposedTarget, check_weight, compose
 from composed_vi.errors import check_choice, check_positive_int, fail
 from composed_vi.experts import Expert
@@ -35,19 +36,24 @@ def with_context(target: ComposedTarget, context: Expert | None, weight=1.0) -> 
                         scalar_weights=target.scalar_weights and extra.scalar_weights)
 
 
-@functools.partial(jax.jit, static_argnames=("num_particles", "method", "options"))
-def _sample(key, target, num_particles, method, options):
+@functools.partial(jax.jit, static_argnames=("num_particles", "method", "options", "mesh"))
+def _sample(key, target, num_particles, method, options, mesh=None):
   module, _ = METHODS[method]
   levels = options.schedule()
   state = module.init(key, target, num_particles, options)
-  state, info = base.run_levels(lambda s: module.step(s, target, levels, options), state,
-                                levels.shape[0])
-  x0 = target.x0(state.particles, levels[-1])
+
+  def step(s):
+    s, info = module.step(s, target, levels, options, mesh=mesh)
+    return s._replace(particles=distributed.constrain_particles(s.particles, mesh)), info
+
+  state = state._replace(particles=distributed.constrain_particles(state.particles, mesh))
+  state, info = base.run_levels(step, state, levels.shape[0])
+  x0 = distributed.constrain_particles(target.x0(state.particles, levels[-1]), mesh)
   return x0, info
 
 
 def sample(key, target, num_particles: int, method: str = "ctrl_vi", *, context=None,
-           context_weight=1.0, **options):
+           context_weight=1.0, mesh=None, **options):
   """Samples a population from a composed target.
 
   Args:
@@ -57,6 +63,9 @@ def sample(key, target, num_particles: int, method: str = "ctrl_vi", *, context=
     method: ``'ctrl_vi'``, ``'annealed_langevin'``, ``'poe_smc'`` or ``'ode'``.
     context: optional context expert (:func:`composed_vi.experts.Context`) added to the target.
     context_weight: its weight (a scalar or a mask).
+    mesh: optional ``("data", "model")`` mesh (:func:`composed_vi.distributed.make_mesh`):
+      particles on ``data``, the latent on ``model``; the same samples as without it, to
+      float32 rounding of the sharded reductions.
     **options: keyword options of the method, see ``composed_vi.samplers.*Options``.
 
   Returns:
@@ -73,7 +82,10 @@ def sample(key, target, num_particles: int, method: str = "ctrl_vi", *, context=
       fail("context", "an Expert such as cvi.experts.Context(...)", type(context).__name__)
     check_weight(0, context_weight, target.shape, field="context_weight")
   opts = build_options(method, **options)
+  if mesh is not None and num_particles % mesh.shape["data"]:
+    fail("num_particles", f"a multiple of the mesh's data axis ({mesh.shape['data']})",
+         num_particles)
   target = with_context(target, context, context_weight)
-  return _sample(key, target, int(num_particles), method, opts)
+  return _sample(key, target, int(num_particles), method, opts, mesh)
 
 

@@ -1,9 +1,9 @@
 """The exact-target study: every method on products of Gaussian mixtures.
 
 Launch:
-  python -m experiments.exact_targets --config=configs/exact_targets.py --workdir=/tmp/exact
-  python -m experiments.exact_targets --config=configs/exact_targets.py:smoke --workdir=/tmp/x
-  python -m experiments.exact_targets --config=configs/exact_targets.py:variants --workdir=/tmp/v
+  python -m experiments.main --config=configs/exact_targets.py --workdir=/tmp/exact
+  python -m experiments.main --config=configs/exact_targets.py:smoke --workdir=/tmp/x
+  python -m experiments.main --config=configs/exact_targets.py:variants --workdir=/tmp/v
 """
 
 import ml_collections
@@ -11,6 +11,7 @@ import ml_collections
 
 def get_config(arg=None):
   c = ml_collections.ConfigDict()
+  c.experiment = "exact_targets"
   c.seed = 0
   c.methods = ("ctrl_vi", "annealed_langevin", "poe_smc", "ode")
   # Options shared by every method (None keeps each method's documented default).

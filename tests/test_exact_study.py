@@ -39,7 +39,7 @@ def test_study_writes_table_and_plots(tmp_path):
 
 def test_entry_point_refuses_misspelt_field(tmp_path):
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.exact_targets",
+      [sys.executable, "-m", "experiments.main",
        "--config=configs/exact_targets.py:smoke", f"--workdir={tmp_path}",
        "--config.num_levelz=3"],
       capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)),

@@ -100,8 +100,12 @@ def init(key, target, num_particles: int, options: CtrlVIOptions) -> CtrlVIState
   return CtrlVIState(x, jnp.zeros((), jnp.int32), k_state)
 
 
-def step(state: CtrlVIState, target, levels, options: CtrlVIOptions):
-  """One level: ``inner_steps`` SVGD steps at ``t_k``, then transport to ``t_{k+1}``."""
+def step(state: CtrlVIState, target, levels, options: CtrlVIOptions, mesh=None):
+  """One level: ``inner_steps`` SVGD steps at ``t_k``, then transport to ``t_{k+1}``.
+
+  With a ``mesh`` the Stein direction runs under ``shard_map``
+  (:func:`composed_vi.kernels.sharded_stein_direction`).
+  """
   t, t_next = base.level_times(levels, state.level)
   eta = options.step_size * t**2
   gamma = schedules.repulsion_weight(options.repulsion_schedule, options.repulsion, t)
@@ -110,8 +114,8 @@ def step(state: CtrlVIState, target, levels, options: CtrlVIOptions):
   def svgd_step(x, _):
     v, score = target.evaluate(x, t)
     fv = paths.x0_from_velocity(x, t, v) if options.feature_map == "x0" else None
-    phi, info = kernels.stein_direction(
-        x, score, features=features, bandwidth=options.bandwidth,
+    phi, info = kernels.sharded_stein_direction(
+        x, score, mesh=mesh, features=features, bandwidth=options.bandwidth,
         bandwidth_scale=options.bandwidth_scale, drive=options.drive, repulsion=gamma,
         feature_values=fv, calibrate=options.calibrate_repulsion)
     return x + eta * phi, info

@@ -91,7 +91,8 @@ def langevin_steps(key, target, x, t, options):
   return x, acc / options.inner_steps, norm
 
 
-def step(state: LangevinState, target, levels, options):
+def step(state: LangevinState, target, levels, options, mesh=None):
+  del mesh  # particle layout is set by the caller; no explicit collectives here
   t, t_next = base.level_times(levels, state.level)
   key = jax.random.fold_in(state.key, state.level)
   x, acc, norm = langevin_steps(key, target, state.particles, t, options)

@@ -77,7 +77,8 @@ def systematic_resample(key, log_weights):
   return jnp.clip(jnp.searchsorted(jnp.cumsum(w), u), 0, n - 1)
 
 
-def step(state: SMCState, target, levels, options):
+def step(state: SMCState, target, levels, options, mesh=None):
+  del mesh  # particle layout is set by the caller; no explicit collectives here
   t, t_next = base.level_times(levels, state.level)
   key = jax.random.fold_in(state.key, state.level)
   k_move, k_res = jax.random.split(key)

@@ -1,0 +1,287 @@
+"""One sampling run from a config: validate, shard, sample level by level, checkpoint, resume.
+
+``run(config, workdir)`` is what ``experiments/main.py`` calls. Order of work:
+
+1. validate every field and input file (problem, method options, mesh, workdir) -- a user
+   error raises :class:`composed_vi.errors.ConfigError` before any compute or output;
+2. refuse a workdir holding a run of a different config (naming the fields that differ);
+3. write ``config.json``, restore the latest checkpoint or initialise the particles;
+4. run the levels one jitted call at a time (per-level progress with ETA), writing
+   ``diagnostics.jsonl`` and an orbax checkpoint every ``checkpoint_every`` levels;
+5. write ``samples.npz`` (``samples``: ``x0_hat`` at the last level, ``(N, *shape)``) and
+   ``summary.json``.
+
+Every file is written atomically (temporary file + rename) by process 0; checkpoints are written
+by every process (orbax coordinates them). The result depends on the seed only: the same
+samples on 1 device or a mesh of many (to float32 rounding of the sharded reductions), and
+bit-identical after a resume.
+"""
+
+from __future__ import annotations
+
+import json
+import logging as pylogging
+import math
+import os
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from composed_vi import distributed, gmm, io, problems
+from composed_vi.checkpoint import SamplerCheckpoints
+from composed_vi.errors import ConfigError, check_choice, check_positive_int, fail
+from composed_vi.samplers import METHODS
+from composed_vi.sampling import build_options
+
+#: Fields that may change between a run and its resume (they do not change the samples beyond
+#: float32 rounding of sharded reductions).
+RESUMABLE_FIELDS = ("mesh", "checkpoint_every")
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    name = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(flatten(v, name + "."))
+    else:
+      out[name] = v
+  return out
+
+
+def config_dict(config) -> dict:
+  """The resolved config as JSON-compatible data (tuples become lists)."""
+  return json.loads(json.dumps(config.to_dict(), default=str))
+
+
+def config_diff(old: dict, new: dict, ignore=RESUMABLE_FIELDS) -> list[str]:
+  """``["field: old -> new", ...]`` for every differing leaf field (sorted)."""
+  a, b = flatten(old), flatten(new)
+  diffs = []
+  for name in sorted(set(a) | set(b)):
+    if name in ignore:
+      continue
+    if a.get(name, "<absent>") != b.get(name, "<absent>"):
+      diffs.append(f"{name}: {a.get(name, '<absent>')!r} -> {b.get(name, '<absent>')!r}")
+  return diffs
+
+
+def sampler_options(config) -> dict:
+  """``config.num_levels`` plus the set (non-None) fields of ``config.sampler``."""
+  opts = {k: v for k, v in config.sampler.to_dict().items() if v is not None}
+  opts["num_levels"] = config.num_levels
+  if "levels" in opts:
+    opts["levels"] = tuple(opts["levels"])
+  return opts
+
+
+def check_workdir(workdir: str) -> str:
+  """Refuses a ``workdir`` that cannot be created or written (probed, so it holds for root)."""
+  if not workdir:
+    fail("workdir", "a folder path", workdir)
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    fail("workdir", "a folder (or a path where one can be created)", f"{workdir} (a file)")
+  parent = path
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    fail("workdir", "a path below a folder", f"{workdir} ({parent} is a file)")
+  try:
+    with tempfile.TemporaryFile(dir=parent):
+      pass
+  except OSError as e:
+    fail("workdir", "a writable folder", f"{workdir} ({parent}: {e.strerror})")
+  return path
+
+
+def check_previous_run(workdir: str, resolved: dict) -> None:
+  """Refuses a workdir whose ``config.json`` differs from ``resolved`` (naming the fields)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    old = json.load(f)
+  diffs = config_diff(old, resolved)
+  if diffs:
+    raise ConfigError(
+        f"workdir: expected a new folder or one holding a run of the same config, got "
+        f"{workdir} whose run differs in {len(diffs)} field(s): " + "; ".join(diffs)
+        + " (use a new --workdir, or pass the old values to resume)")
+
+
+class Progress:
+  """Per-level progress with ETA on the terminal (a rewritten line on a TTY)."""
+
+  def __init__(self, total: int, start: int, stream=None):
+    self.total, self.start = total, start
+    self.stream = stream or sys.stderr
+    self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+    self.t0 = time.perf_counter()
+    self.t1 = None  # end of the first level (which includes compilation)
+    self.every = 1 if self.tty else max(1, total // 16)
+
+  def update(self, level: int, t: float) -> str:
+    now = time.perf_counter()
+    done = level - self.start
+    elapsed = now - self.t0
+    if self.t1 is None:
+      self.t1 = now
+    rate = (now - self.t1) / (done - 1) if done > 1 else elapsed
+    eta = rate * (self.total - level)
+    line = (f"level {level}/{self.total} t={t:.4f} | {rate:.3f} s/level | "
+            f"elapsed {elapsed:.1f} s | ETA {eta:.1f} s")
+    if distributed.is_primary() and (self.tty or level % self.every == 0
+                                     or level == self.total):
+      self.stream.write(("\r" + line + " " * 4) if self.tty else line + "\n")
+      if self.tty and level == self.total:
+        self.stream.write("\n")
+      self.stream.flush()
+    return line
+
+
+def validate(config):
+  """Every check that needs no compute: returns ``(problem, method, options, mesh)``."""
+  check_choice("experiment", config.experiment, problems.PROBLEMS)
+  check_choice("method", config.method, METHODS)
+  num_particles = check_positive_int("num_particles", config.num_particles)
+  check_positive_int("num_levels", config.num_levels)
+  check_positive_int("checkpoint_every", config.checkpoint_every, minimum=0)
+  if not isinstance(config.seed, int) or isinstance(config.seed, bool):
+    fail("seed", "an integer", config.seed)
+  try:
+    options = build_options(config.method, **sampler_options(config))
+  except ConfigError as e:
+    raise ConfigError(f"sampler: {e}") from None
+  problem = problems.PROBLEMS[config.experiment](config)
+  mesh = distributed.make_mesh(config.mesh, num_particles)
+  return problem, options, mesh
+
+
+def run(config, workdir: str) -> dict:
+  """Runs ``config`` into ``workdir`` (resuming from its latest checkpoint); returns a summary."""
+  problem, options, mesh = validate(config)
+  workdir = check_workdir(workdir)
+  resolved = config_dict(config)
+  check_previous_run(workdir, resolved)
+
+  primary = distributed.is_primary()
+  os.makedirs(workdir, exist_ok=True)
+  if primary:
+    io.write_json(os.path.join(workdir, "config.json"), resolved)
+  handler = _log_to(os.path.join(workdir, "log.txt")) if primary else None
+  try:
+    return _sample(config, workdir, problem, options, mesh)
+  finally:
+    if handler is not None:
+      logging.get_absl_logger().removeHandler(handler)
+      handler.close()
+
+
+def _quiet_libraries(record) -> bool:
+  """Drops the INFO chatter of orbax (a line per file it renames); keeps warnings."""
+  return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
+
+
+def _not_progress(record) -> bool:
+  """Progress lines go to the log file; the terminal has its own progress line."""
+  return not getattr(record, "progress", False)
+
+
+def _log_to(path: str):
+  handler = pylogging.FileHandler(path)
+  handler.setFormatter(pylogging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+  handler.addFilter(_quiet_libraries)
+  logging.get_absl_logger().addHandler(handler)
+  absl_handler = logging.get_absl_handler()
+  for f in (_quiet_libraries, _not_progress):
+    if f not in absl_handler.filters:
+      absl_handler.addFilter(f)
+  logging.set_verbosity(logging.INFO)
+  return handler
+
+
+def _sample(config, workdir, problem, options, mesh) -> dict:
+  module, _ = METHODS[config.method]
+  n = config.num_particles
+  levels = options.schedule()
+  num_levels = int(levels.shape[0])
+  shape = problem.target.shape
+  logging.info("run: %s / %s, N=%d, %d levels, latent %s, mesh %s on %d device(s), %d "
+               "process(es)", config.experiment, config.method, n, num_levels, shape,
+               dict(mesh.shape), mesh.size, jax.process_count())
+  target = distributed.replicate(problem.target, mesh)
+  key = distributed.replicate(jax.random.key(config.seed), mesh)
+  sharding = distributed.particle_sharding(mesh, shape)
+
+  def init(key, target):
+    state = module.init(key, target, n, options)
+    return state._replace(particles=jax.lax.with_sharding_constraint(state.particles,
+                                                                     sharding))
+
+  def step(state, target):
+    state, info = module.step(state, target, levels, options, mesh=mesh)
+    return state._replace(particles=jax.lax.with_sharding_constraint(state.particles,
+                                                                     sharding)), info
+
+  init_fn = jax.jit(init)
+  step_fn = jax.jit(step, donate_argnums=0 if jax.default_backend() != "cpu" else ())
+  x0_fn = jax.jit(lambda x, target: target.x0(x, levels[-1]), out_shardings=sharding)
+
+  state = init_fn(key, target)
+  diagnostics: list[dict] = []
+  ckpts = SamplerCheckpoints(os.path.join(workdir, "checkpoints"))
+  try:
+    latest = ckpts.latest_level()
+    if latest is not None:
+      state, diagnostics = ckpts.restore(state, latest)
+      logging.info("resumed from the checkpoint at level %d", latest)
+    level = latest or 0
+    progress = Progress(num_levels, level)
+    diag_path = os.path.join(workdir, "diagnostics.jsonl")
+    every = config.checkpoint_every
+    while level < num_levels:
+      start = time.perf_counter()
+      state, info = step_fn(state, target)
+      info = {k: float(distributed.local_value(v)) for k, v in info._asdict().items()}
+      level += 1
+      record = dict(level=level, seconds=time.perf_counter() - start, **info)
+      diagnostics.append(record)
+      line = progress.update(level, info.get("t", float("nan")))
+      logging.get_absl_logger().info(line, extra={"progress": True})
+      if every and (level % every == 0 or level == num_levels):
+        ckpts.save(level, state, diagnostics)
+        if distributed.is_primary():
+          _write_jsonl(diag_path, diagnostics)
+    if distributed.is_primary():
+      _write_jsonl(diag_path, diagnostics)
+  finally:
+    ckpts.close()
+
+  samples = distributed.to_host(x0_fn(state.particles, target))
+  summary = dict(num_particles=n, num_levels=num_levels, shape=list(shape),
+                 finite=bool(np.all(np.isfinite(samples))),
+                 seconds=float(sum(d["seconds"] for d in diagnostics)))
+  if problem.exact is not None:
+    covered, on_mode = gmm.mode_coverage(jnp.asarray(samples), problem.exact)
+    summary.update(modes_covered=float(covered), num_modes=int(problem.exact.means.shape[0]),
+                   fraction_on_mode=float(on_mode))
+  if distributed.is_primary():
+    io.write_npz(os.path.join(workdir, "samples.npz"), samples=samples,
+                 levels=np.asarray(levels))
+    io.write_json(os.path.join(workdir, "summary.json"), summary)
+  logging.info("done: %s", summary)
+  return summary
+
+
+def _write_jsonl(path: str, records: list[dict]) -> None:
+  def clean(v):
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+  io.write_text(path, "".join(json.dumps({k: clean(v) for k, v in r.items()}) + "\n"
+                              for r in records))

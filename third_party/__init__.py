@@ -1,0 +1,1 @@
+"""Ported third-party architectures (see third_party/README.md for credits and licences)."""
