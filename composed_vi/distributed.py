@@ -101,12 +101,18 @@ def constrain_particles(x, mesh):
 
 
 def replicate(tree, mesh):
-  """Places a pytree of host arrays on every device of ``mesh`` (works across processes)."""
+  """Places a pytree of host arrays on every device of ``mesh`` (works across processes).
+
+  Arrays already placed on ``mesh`` (such as sharded backbone parameters) are kept as they are.
+  """
   sharding = NamedSharding(mesh, P())
 
   def put(leaf):
     if not isinstance(leaf, (np.ndarray, jax.Array, np.generic, float, int)):
       return leaf
+    if (isinstance(leaf, jax.Array) and isinstance(leaf.sharding, NamedSharding)
+        and leaf.sharding.mesh == mesh):
+      return leaf  # already placed on this mesh (e.g. sharded backbone parameters)
     if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
       data = np.asarray(jax.random.key_data(leaf))
       arr = jax.make_array_from_callback(data.shape, sharding, lambda idx: data[idx])

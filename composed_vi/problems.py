@@ -22,6 +22,7 @@ from composed_vi.experts import GaussianMixture
 class Problem:
   target: ComposedTarget
   exact: Any = None  # a GaussianMixture with the exact composed distribution, when known
+  decode: Any = None  # optional samples -> videos (written to videos.npz)
 
 
 def _load(field: str, path: str, kind: str):
@@ -63,7 +64,7 @@ def _mixtures_from_file(field: str, path: str) -> list[GaussianMixture]:
   return mixtures
 
 
-def gmm_product(config) -> Problem:
+def gmm_product(config, mesh=None) -> Problem:
   """Ctrl-VI's exact testbed: a weighted product of Gaussian mixtures (``config.problem``).
 
   Fields: ``dim``, ``separation``, ``std`` (two stripe mixtures whose product has four modes,
@@ -116,4 +117,11 @@ def _compose_named(mixtures, weights) -> ComposedTarget:
     raise ConfigError(f"problem: {e}") from None
 
 
-PROBLEMS = {"gmm_product": gmm_product}
+def wan_compose(config, mesh=None) -> Problem:
+  """Wan-family backbones composed (``config.backbones``); see ``configs/wan_compose.py``."""
+  from composed_vi.backbones import wan_problem
+
+  return wan_problem.build(config, mesh)
+
+
+PROBLEMS = {"gmm_product": gmm_product, "wan_compose": wan_compose}

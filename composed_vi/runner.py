@@ -158,8 +158,8 @@ def validate(config):
     options = build_options(config.method, **sampler_options(config))
   except ConfigError as e:
     raise ConfigError(f"sampler: {e}") from None
-  problem = problems.PROBLEMS[config.experiment](config)
   mesh = distributed.make_mesh(config.mesh, num_particles)
+  problem = problems.PROBLEMS[config.experiment](config, mesh=mesh)
   return problem, options, mesh
 
 
@@ -274,6 +274,11 @@ def _sample(config, workdir, problem, options, mesh) -> dict:
   if distributed.is_primary():
     io.write_npz(os.path.join(workdir, "samples.npz"), samples=samples,
                  levels=np.asarray(levels))
+  if problem.decode is not None:  # e.g. the VAE: latents -> videos (B, T, H, W, 3) in [-1, 1]
+    videos = distributed.to_host(problem.decode(samples))
+    summary["videos_shape"] = list(videos.shape)
+    if distributed.is_primary():
+      io.write_npz(os.path.join(workdir, "videos.npz"), videos=videos)
     io.write_json(os.path.join(workdir, "summary.json"), summary)
   logging.info("done: %s", summary)
   return summary

@@ -1,0 +1,1 @@
+"""Pretrained backbones as experts of the engine (Wan family: :mod:`composed_vi.backbones.wan`)."""

@@ -1,0 +1,191 @@
+"""Wan-family backbones as experts of the engine (flow-matching velocity in our latent layout).
+
+Wan is trained on the same rectified-flow path as ours (``x_t = (1 - t) x0 + t eps``, velocity
+``eps - x0``) with the model's timestep ``1000 t``, so the expert's velocity is the network's
+output. The scheduler's time shift is a property of the level schedule
+(``sampler.shift``: Wan uses 3.0 at 480p and 5.0 at 720p). Conditioning inputs (UMT5 text
+embeddings, CLIP image embeddings, VAE latents of the first frame or a control video) are
+computed once, outside the sampling loop, and given as arrays or ``.npy`` files.
+
+Latents are channels-last ``(F, H, W, C)`` per particle; a batch of particles is ``(N, F, H, W,
+C)``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from composed_vi.errors import check_finite, check_positive_float, fail
+from composed_vi.experts import Expert
+
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+@struct.dataclass
+class WanExpert(Expert):
+  """A Wan DiT (or the Wan2.2 pair of DiTs) as an expert.
+
+  Attributes:
+    params: parameters of the (high-noise) transformer.
+    context: text embeddings ``(L, text_dim)``.
+    negative_context: embeddings of the negative prompt for classifier-free guidance.
+    context_image: CLIP image embeddings ``(L_img, image_dim)`` (I2V models).
+    condition: latents concatenated to the particles on channels ``(F, H, W, C_cond)``: Wan
+      I2V's mask + first-frame latents, or Fun-Control's control latents.
+    control: VACE control latents ``(F', H', W', vace_in_channels)``.
+    control_scale: VACE's per-layer scale (scalar).
+    params_low: the low-noise transformer of Wan2.2 A14B (used for ``t < boundary``).
+    model_fn: ``fn(params, x, t, context, context_image, control, control_scale)``,
+      channels-last (``third_party.wan.transformer.make_model_fn``).
+    model_fn_low: the low-noise transformer's function (defaults to ``model_fn``).
+    event_shape: the latent shape ``(F, H, W, C)``.
+    guidance_scale: CFG scale (1: no guidance, one forward).
+    boundary: Wan2.2's switch level (``boundary_ratio``; 0 keeps the high-noise model).
+  """
+
+  params: Any
+  context: jax.Array
+  negative_context: Any = None
+  context_image: Any = None
+  condition: Any = None
+  control: Any = None
+  control_scale: Any = None
+  params_low: Any = None
+  support: Any = None
+  model_fn: Callable = struct.field(pytree_node=False, default=None)
+  model_fn_low: Callable = struct.field(pytree_node=False, default=None)
+  event_shape: tuple = struct.field(pytree_node=False, default=())
+  guidance_scale: float = struct.field(pytree_node=False, default=1.0)
+  boundary: float = struct.field(pytree_node=False, default=0.0)
+
+  @property
+  def shape(self):
+    return tuple(int(s) for s in self.event_shape)
+
+  def _forward(self, fn, params, x, t):
+    n = x.shape[0]
+    if self.condition is not None:
+      cond = jnp.broadcast_to(self.condition, (n,) + self.condition.shape).astype(x.dtype)
+      x = jnp.concatenate([x, cond], axis=-1)
+
+    def batch(a):
+      return None if a is None else jnp.broadcast_to(a, (n,) + a.shape)
+
+    ctx = batch(self.context)
+    img = batch(self.context_image)
+    ctrl = batch(self.control)
+    guided = self.guidance_scale != 1.0 and self.negative_context is not None
+    if guided:  # conditional and unconditional in one batch of 2N
+      x = jnp.concatenate([x, x])
+      ctx = jnp.concatenate([ctx, batch(self.negative_context)])
+      img = None if img is None else jnp.concatenate([img, img])
+      ctrl = None if ctrl is None else jnp.concatenate([ctrl, ctrl])
+    timestep = jnp.full((x.shape[0],), NUM_TRAIN_TIMESTEPS, jnp.float32) * t
+    out = fn(params, x, timestep, ctx, img, ctrl, self.control_scale).astype(jnp.float32)
+    if guided:
+      vc, vu = out[:n], out[n:]
+      out = vu + self.guidance_scale * (vc - vu)
+    return out
+
+  def velocity(self, x, t):
+    if self.params_low is None or self.boundary <= 0:
+      return self._forward(self.model_fn, self.params, x, t)
+    low_fn = self.model_fn_low or self.model_fn
+    return jax.lax.cond(t >= self.boundary,
+                        lambda: self._forward(self.model_fn, self.params, x, t),
+                        lambda: self._forward(low_fn, self.params_low, x, t))
+
+
+def load_array(field: str, value, ndim: int | None = None) -> np.ndarray | None:
+  """An array given inline or as an ``.npy`` path (``''`` / ``None``: absent), checked finite."""
+  if value is None or (isinstance(value, str) and not value):
+    return None
+  if isinstance(value, str):
+    if not os.path.isfile(value):
+      fail(field, "an existing .npy file", value)
+    try:
+      value = np.load(value, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - unreadable input is a user error
+      fail(field, "a readable .npy file", f"{value} ({type(e).__name__})")
+  arr = np.asarray(value, np.float32)
+  if ndim is not None and arr.ndim == ndim + 1 and arr.shape[0] == 1:
+    arr = arr[0]  # a leading batch of one, as pipelines save it
+  if ndim is not None and arr.ndim != ndim:
+    fail(field, f"an array with {ndim} dimensions", f"shape {arr.shape}")
+  check_finite(field, arr)
+  return arr
+
+
+def make_expert(config, latent_shape, *, params, model_fn, context, negative_context=None,
+                context_image=None, condition=None, control=None, control_scale=1.0,
+                guidance_scale=1.0, params_low=None, model_fn_low=None, boundary=0.0,
+                support=None, field: str = "backbone") -> WanExpert:
+  """Validates the conditioning against the model's ``WanConfig`` and builds a :class:`WanExpert`.
+
+  Every error names ``field`` and the offending input.
+  """
+  shape = tuple(int(s) for s in latent_shape)
+  if len(shape) != 4:
+    fail(f"{field}.latent_shape", "(frames, height, width, channels)", shape)
+  f, h, w, c = shape
+  pt, ph, pw = config.patch_size
+  if f % pt or h % ph or w % pw:
+    fail(f"{field}.latent_shape", f"frames, height, width divisible by the patch "
+         f"{config.patch_size}", shape)
+  if c != config.out_dim:
+    fail(f"{field}.latent_shape", f"{config.out_dim} channels (the model's out_channels)", c)
+  context = load_array(f"{field}.text_embeddings", context, ndim=2)
+  if context is None:
+    fail(f"{field}.text_embeddings", "text embeddings (L, text_dim) or an .npy path", None)
+  if context.shape[-1] != config.text_dim:
+    fail(f"{field}.text_embeddings", f"last dimension {config.text_dim} (text_dim)",
+         context.shape)
+  negative = load_array(f"{field}.negative_embeddings", negative_context, ndim=2)
+  if negative is not None and negative.shape[-1] != config.text_dim:
+    fail(f"{field}.negative_embeddings", f"last dimension {config.text_dim}", negative.shape)
+  if negative is not None and negative.shape != context.shape:
+    # One batch for both branches: pad the shorter with zeros, as the UMT5 pipelines do.
+    length = max(negative.shape[0], context.shape[0])
+    context = np.pad(context, ((0, length - context.shape[0]), (0, 0)))
+    negative = np.pad(negative, ((0, length - negative.shape[0]), (0, 0)))
+  check_positive_float(f"{field}.guidance_scale", guidance_scale)
+  if guidance_scale != 1.0 and negative is None:
+    fail(f"{field}.negative_embeddings", "negative prompt embeddings when guidance_scale != 1",
+         None)
+  image = load_array(f"{field}.image_embeddings", context_image, ndim=2)
+  if (image is None) != (config.image_dim is None):
+    fail(f"{field}.image_embeddings",
+         "image embeddings" if config.image_dim else "none (the model has no image_dim)",
+         None if image is None else image.shape)
+  if image is not None and image.shape[-1] != config.image_dim:
+    fail(f"{field}.image_embeddings", f"last dimension {config.image_dim}", image.shape)
+  cond = load_array(f"{field}.condition_latents", condition, ndim=4)
+  extra = config.in_channels - c
+  if (cond is None and extra) or (cond is not None and cond.shape != (f, h, w, extra)):
+    fail(f"{field}.condition_latents", f"latents of shape {(f, h, w, extra)} (in_channels "
+         f"{config.in_channels} minus {c})", None if cond is None else cond.shape)
+  ctrl = load_array(f"{field}.control_latents", control, ndim=4)
+  if (ctrl is None) != (not config.is_vace):
+    fail(f"{field}.control_latents", "VACE control latents" if config.is_vace else
+         "none (not a VACE model)", None if ctrl is None else ctrl.shape)
+  if ctrl is not None and ctrl.shape[-1] != config.vace_in_channels:
+    fail(f"{field}.control_latents", f"{config.vace_in_channels} channels", ctrl.shape)
+  if not 0 <= boundary < 1:
+    fail(f"{field}.boundary", "a level in [0, 1)", boundary)
+  if boundary > 0 and params_low is None:
+    fail(f"{field}.low_noise_checkpoint", "a second transformer when boundary > 0", None)
+  return WanExpert(
+      params=params, context=jnp.asarray(context),
+      negative_context=None if negative is None else jnp.asarray(negative),
+      context_image=None if image is None else jnp.asarray(image),
+      condition=None if cond is None else jnp.asarray(cond),
+      control=None if ctrl is None else jnp.asarray(ctrl),
+      control_scale=None if ctrl is None else jnp.asarray(control_scale, jnp.float32),
+      params_low=params_low, support=support, model_fn=model_fn, model_fn_low=model_fn_low,
+      event_shape=shape, guidance_scale=float(guidance_scale), boundary=float(boundary))
