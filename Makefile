@@ -4,7 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 WORKDIR ?= workdir/demo
 
-.PHONY: venv demo test test-slow bench study lint clean
+.PHONY: venv system-deps demo test test-slow bench study lint clean
+
+# Debian's Chromium renders the demo page headless (tests screenshot it).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	  chromium fonts-dejavu-core >/dev/null; }
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -16,7 +23,7 @@ venv: $(BIN)/python
 demo: venv
 	$(BIN)/python -m experiments.main --config=configs/exact_targets.py --workdir=$(WORKDIR)
 
-test: venv
+test: venv system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

@@ -17,6 +17,10 @@ def atomic_open(path: str, mode: str = "w"):
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+  # mkstemp creates 0600 files: give outputs the usual umask-based permissions.
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o666 & ~umask)
   try:
     with os.fdopen(fd, mode) as f:
       yield f
