@@ -279,6 +279,7 @@ def _sample(config, workdir, problem, options, mesh) -> dict:
     summary["videos_shape"] = list(videos.shape)
     if distributed.is_primary():
       io.write_npz(os.path.join(workdir, "videos.npz"), videos=videos)
+  if distributed.is_primary():
     io.write_json(os.path.join(workdir, "summary.json"), summary)
   logging.info("done: %s", summary)
   return summary
