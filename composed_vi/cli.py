@@ -54,9 +54,21 @@ def _unknown_field(e: BaseException, argv) -> str:
   return name
 
 
+def quiet_libraries(record) -> bool:
+  """Drops the INFO chatter of orbax (a line per file it renames); keeps its warnings."""
+  import logging as pylogging
+
+  return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
+
+
 def run(main) -> None:
   """``app.run(main)`` with :func:`parse_flags`; ConfigError from ``main`` is a user error."""
   def wrapped(argv):
+    from absl import logging
+
+    handler = logging.get_absl_handler()
+    if quiet_libraries not in handler.filters:
+      handler.addFilter(quiet_libraries)
     try:
       return main(argv)
     except ConfigError as e:

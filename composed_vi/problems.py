@@ -23,6 +23,7 @@ class Problem:
   target: ComposedTarget
   exact: Any = None  # a GaussianMixture with the exact composed distribution, when known
   decode: Any = None  # optional samples -> videos (written to videos.npz)
+  report: Any = None  # optional (samples, workdir) -> metrics: media and pages of the run
 
 
 def _load(field: str, path: str, kind: str):
@@ -124,4 +125,11 @@ def wan_compose(config, mesh=None) -> Problem:
   return wan_problem.build(config, mesh)
 
 
-PROBLEMS = {"gmm_product": gmm_product, "wan_compose": wan_compose}
+def world_demo(config, mesh=None) -> Problem:
+  """The built-in demo: tiny world backbones composed (``configs/world_demo.py``)."""
+  from composed_vi import world_demo as demo
+
+  return demo.build(config, mesh)
+
+
+PROBLEMS = {"gmm_product": gmm_product, "wan_compose": wan_compose, "world_demo": world_demo}

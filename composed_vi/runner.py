@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from composed_vi import distributed, gmm, io, problems
+from composed_vi import cli, distributed, gmm, io, problems
 from composed_vi.checkpoint import SamplerCheckpoints
 from composed_vi.errors import ConfigError, check_choice, check_positive_int, fail
 from composed_vi.samplers import METHODS
@@ -183,11 +183,6 @@ def run(config, workdir: str) -> dict:
       handler.close()
 
 
-def _quiet_libraries(record) -> bool:
-  """Drops the INFO chatter of orbax (a line per file it renames); keeps warnings."""
-  return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
-
-
 def _not_progress(record) -> bool:
   """Progress lines go to the log file; the terminal has its own progress line."""
   return not getattr(record, "progress", False)
@@ -196,10 +191,10 @@ def _not_progress(record) -> bool:
 def _log_to(path: str):
   handler = pylogging.FileHandler(path)
   handler.setFormatter(pylogging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-  handler.addFilter(_quiet_libraries)
+  handler.addFilter(cli.quiet_libraries)
   logging.get_absl_logger().addHandler(handler)
   absl_handler = logging.get_absl_handler()
-  for f in (_quiet_libraries, _not_progress):
+  for f in (cli.quiet_libraries, _not_progress):
     if f not in absl_handler.filters:
       absl_handler.addFilter(f)
   logging.set_verbosity(logging.INFO)
@@ -279,6 +274,8 @@ def _sample(config, workdir, problem, options, mesh) -> dict:
     summary["videos_shape"] = list(videos.shape)
     if distributed.is_primary():
       io.write_npz(os.path.join(workdir, "videos.npz"), videos=videos)
+  if problem.report is not None and distributed.is_primary():
+    summary.update(problem.report(samples, workdir) or {})
   if distributed.is_primary():
     io.write_json(os.path.join(workdir, "summary.json"), summary)
   logging.info("done: %s", summary)

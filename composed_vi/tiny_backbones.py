@@ -1,0 +1,148 @@
+"""Tiny Wan backbones of the built-in world, each understanding ONE kind of control.
+
+Each is the Wan DiT of ``third_party/wan`` at tiny size, working directly on RGB videos
+``(T, H, W, 3)`` in [-1, 1] (the world's "latent" space: no VAE), trained by flow matching on
+the same rectified-flow path as the engine (``experiments/train.py``):
+
+| kind | control | how the DiT sees it |
+|---|---|---|
+| ``t2v`` | caption | text context (a frozen embedding table: the "text encoder") |
+| ``i2v`` | first frame + caption | condition channels: the first frame at frame 0, a mask |
+| ``sim2v`` | object simulation rendered alone (RGB + alpha) | condition channels (4) |
+| ``cam2v`` | camera path (Pluecker rays) | condition channels (6) |
+
+Backbones without text see an all-padding caption. A trained backbone is stored as
+``<folder>/config.json`` + ``<folder>/params.npz`` (flat ``a.b.c`` keys), small enough to ship.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from composed_vi import io
+from composed_vi.backbones import wan as wan_expert
+from composed_vi.errors import check_choice, fail
+from third_party.wan import transformer as wan
+
+KINDS = ("t2v", "i2v", "sim2v", "cam2v")
+_CONDITION_CHANNELS = {"t2v": 0, "i2v": 4, "sim2v": 4, "cam2v": 6}
+_USES_TEXT = {"t2v": True, "i2v": True, "sim2v": False, "cam2v": False}
+
+
+@dataclasses.dataclass(frozen=True)
+class TinySpec:
+  """Architecture of a tiny backbone (all fields are saved in ``config.json``)."""
+
+  kind: str = "t2v"
+  dim: int = 48  # heads * head_dim
+  num_heads: int = 3
+  num_layers: int = 3
+  ffn_dim: int = 96
+  patch_size: tuple = (2, 4, 4)
+  text_dim: int = 32
+  vocab_size: int = 64
+  text_seed: int = 1234  # the frozen "text encoder" table
+
+  def wan_config(self) -> wan.WanConfig:
+    check_choice("kind", self.kind, KINDS)
+    return wan.WanConfig(
+        patch_size=tuple(self.patch_size), num_attention_heads=self.num_heads,
+        attention_head_dim=self.dim // self.num_heads,
+        in_channels=3 + _CONDITION_CHANNELS[self.kind], out_channels=3,
+        text_dim=self.text_dim, freq_dim=32, ffn_dim=self.ffn_dim, num_layers=self.num_layers,
+        rope_max_seq_len=64)
+
+  def text_table(self) -> np.ndarray:
+    rng = np.random.default_rng(self.text_seed)
+    table = rng.standard_normal((self.vocab_size, self.text_dim)).astype(np.float32)
+    table[0] = 0.0  # token 0 is padding
+    return table
+
+
+def text_context(spec: TinySpec, tokens) -> jax.Array:
+  """``(L,)`` or ``(B, L)`` int tokens -> frozen embeddings; all padding without text."""
+  tokens = jnp.asarray(tokens)
+  if not _USES_TEXT[spec.kind]:
+    tokens = jnp.zeros_like(tokens)
+  return jnp.asarray(spec.text_table())[tokens]
+
+
+def condition(spec: TinySpec, example: dict):
+  """The condition channels ``(..., T, H, W, C_cond)`` of a world example (or a batch)."""
+  if spec.kind == "t2v":
+    return None
+  if spec.kind == "i2v":
+    video = example["video"]
+    first = example["first_frame"]
+    t = video.shape[-4]
+    frame0 = jnp.zeros(video.shape, jnp.float32)
+    frame0 = frame0.at[..., 0, :, :, :].set(first)
+    mask = jnp.zeros(video.shape[:-1] + (1,), jnp.float32).at[..., 0, :, :, :].set(1.0)
+    del t
+    return jnp.concatenate([frame0, mask], axis=-1)
+  if spec.kind == "sim2v":
+    return jnp.asarray(example["sim_rgba"], jnp.float32)
+  return jnp.asarray(example["plucker"], jnp.float32)
+
+
+def init_params(spec: TinySpec, seed: int = 0) -> nnx.State:
+  model = wan.init_model(spec.wan_config(), nnx.Rngs(seed))
+  return nnx.split(model)[1]
+
+
+def model_fn(spec: TinySpec, **kwargs):
+  return wan.make_model_fn(spec.wan_config(), **kwargs)
+
+
+def save(folder: str, spec: TinySpec, params: nnx.State, extra: dict | None = None) -> None:
+  """Writes ``config.json`` and ``params.npz`` atomically."""
+  flat = {".".join(str(p) for p in path): np.asarray(v.get_value())
+          for path, v in nnx.to_flat_state(params)}
+  io.write_npz(os.path.join(folder, "params.npz"), **flat)
+  io.write_json(os.path.join(folder, "config.json"),
+                dict(spec=dataclasses.asdict(spec), **(extra or {})))
+
+
+def load(folder: str) -> tuple[TinySpec, nnx.State]:
+  """``(spec, params)`` of a saved tiny backbone; names the missing file or parameter."""
+  for name in ("config.json", "params.npz"):
+    if not os.path.isfile(os.path.join(folder, name)):
+      fail("backbone", f"a folder with {name} (train it with experiments/train.py)", folder)
+  with open(os.path.join(folder, "config.json")) as f:
+    meta = json.load(f)
+  spec_dict = dict(meta["spec"])
+  spec_dict["patch_size"] = tuple(spec_dict["patch_size"])
+  spec = TinySpec(**spec_dict)
+  _, abstract = wan.split_abstract(spec.wan_config())
+  with np.load(os.path.join(folder, "params.npz")) as data:
+    flat = []
+    for path, var in nnx.to_flat_state(abstract):
+      key = ".".join(str(p) for p in path)
+      if key not in data.files:
+        fail("backbone", f"params.npz with parameter {key}", folder)
+      value = data[key]
+      if tuple(value.shape) != tuple(var.get_value().shape):
+        fail(f"backbone[{key}]", f"shape {tuple(var.get_value().shape)}", value.shape)
+      flat.append((path, var.replace(value=jnp.asarray(value))))
+  return spec, nnx.from_flat_state(flat)
+
+
+def expert(spec: TinySpec, params, example: dict, *, guidance_scale: float = 1.0,
+           support=None, fn=None):
+  """A :class:`composed_vi.backbones.wan.WanExpert` conditioned on one world example."""
+  shape = tuple(example["video"].shape)
+  tokens = example["caption_tokens"]
+  negative = np.zeros_like(np.asarray(tokens)) if guidance_scale != 1.0 else None
+  return wan_expert.make_expert(
+      spec.wan_config(), shape, params=params, model_fn=fn or model_fn(spec),
+      context=np.asarray(text_context(spec, tokens)),
+      negative_context=None if negative is None else np.asarray(text_context(spec, negative)),
+      condition=None if spec.kind == "t2v" else np.asarray(condition(spec, example)),
+      guidance_scale=guidance_scale, support=support, field=f"backbones.{spec.kind}")

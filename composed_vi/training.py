@@ -1,0 +1,182 @@
+"""Flow-matching training of the tiny world backbones (``experiments/train.py``).
+
+The data set is rendered once from the world (``config.data``: a seed and a number of
+examples), the model is the tiny Wan DiT of :mod:`composed_vi.tiny_backbones`, the loss is the
+rectified-flow velocity regression ``|v(x_t, 1000 t, c) - (eps - x0)|^2`` with ``t`` from a
+logit-normal, the optimiser AdamW with warmup and cosine decay. Orbax checkpoints every
+``checkpoint_every`` steps (resumed when the workdir holds one); ``loss.jsonl`` and
+``loss.png``; the final backbone is exported to ``config.export_dir``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+
+from composed_vi import io, runner
+from composed_vi import tiny_backbones as tb
+from composed_vi.errors import check_choice, check_positive_float, check_positive_int
+
+
+def spec_from_config(config) -> tb.TinySpec:
+  from composed_vi.world import controls
+
+  m = config.model
+  return tb.TinySpec(kind=config.kind, dim=m.dim, num_heads=m.num_heads,
+                     num_layers=m.num_layers, ffn_dim=m.ffn_dim,
+                     patch_size=tuple(m.patch_size), text_dim=m.text_dim,
+                     vocab_size=len(controls.VOCAB))
+
+
+def world_config(config):
+  from composed_vi.world import scene
+
+  return scene.SceneConfig(num_frames=config.data.num_frames, height=config.data.height,
+                           width=config.data.width)
+
+
+def render_dataset(config, num: int, seed: int) -> dict:
+  """``num`` world examples as numpy arrays (rendered in jitted chunks)."""
+  from composed_vi.world import dataset
+
+  wcfg = world_config(config)
+  chunk = 32
+  render = jax.jit(lambda k: dataset.batch(k, chunk, wcfg))
+  parts = []
+  for i in range(0, num, chunk):
+    out = render(jax.random.fold_in(jax.random.key(seed), i))
+    parts.append({k: np.asarray(v) for k, v in out.items()
+                  if k in ("video", "first_frame", "sim_rgba", "plucker", "caption_tokens")})
+  return {k: np.concatenate([p[k] for p in parts])[:num] for k in parts[0]}
+
+
+def validate(config):
+  check_choice("kind", config.kind, tb.KINDS)
+  for name in ("num_steps", "batch_size", "checkpoint_every", "log_every"):
+    check_positive_int(name, config[name])
+  check_positive_int("data.num_examples", config.data.num_examples)
+  check_positive_float("learning_rate", config.learning_rate)
+  if config.batch_size > config.data.num_examples:
+    from composed_vi.errors import fail
+
+    fail("batch_size", f"at most data.num_examples = {config.data.num_examples}",
+         config.batch_size)
+  spec = spec_from_config(config)
+  spec.wan_config()
+  return spec
+
+
+def train(config, workdir: str) -> dict:
+  spec = validate(config)
+  workdir = runner.check_workdir(workdir)
+  runner.check_previous_run(workdir, runner.config_dict(config))
+  os.makedirs(workdir, exist_ok=True)
+  io.write_json(os.path.join(workdir, "config.json"), runner.config_dict(config))
+
+  data = render_dataset(config, config.data.num_examples, config.data.seed)
+  cond_all = None if spec.kind == "t2v" else np.asarray(tb.condition(spec, data))
+  ctx_all = np.asarray(tb.text_context(spec, data["caption_tokens"]))
+  video_all = data["video"].astype(np.float32)
+  logging.info("data: %d examples, video %s", video_all.shape[0], video_all.shape[1:])
+
+  params = tb.init_params(spec, config.seed)
+  fn = tb.model_fn(spec)
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, config.learning_rate, min(200, config.num_steps // 10 + 1), config.num_steps,
+      config.learning_rate * 0.05)
+  opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=1e-4))
+  opt_state = opt.init(params)
+
+  def loss_fn(params, x0, cond, ctx, key):
+    k_t, k_eps = jax.random.split(key)
+    t = jax.nn.sigmoid(jax.random.normal(k_t, (x0.shape[0],)))
+    eps = jax.random.normal(k_eps, x0.shape)
+    tb_ = t[:, None, None, None, None]
+    xt = (1 - tb_) * x0 + tb_ * eps
+    inp = xt if cond is None else jnp.concatenate([xt, cond], axis=-1)
+    v = fn(params, inp, 1000.0 * t, ctx)
+    return jnp.mean(jnp.square(v.astype(jnp.float32) - (eps - x0)))
+
+  @jax.jit
+  def step(params, opt_state, key, idx):
+    x0 = jnp.asarray(video_all)[idx]
+    cond = None if cond_all is None else jnp.asarray(cond_all)[idx]
+    ctx = jnp.asarray(ctx_all)[idx]
+    loss, grads = jax.value_and_grad(loss_fn)(params, x0, cond, ctx, key)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  manager = ocp.CheckpointManager(
+      os.path.join(workdir, "checkpoints"),
+      options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True,
+                                           enable_async_checkpointing=False),
+      item_names=("state", "losses"))
+  losses: list[dict] = []
+  start_step = 0
+  if manager.latest_step() is not None:
+    start_step = manager.latest_step()
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, dict(params=params, opt=opt_state))
+    restored = manager.restore(start_step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), losses=ocp.args.JsonRestore()))
+    params, opt_state = restored["state"]["params"], restored["state"]["opt"]
+    losses = list(restored["losses"]["records"])
+    logging.info("resumed training at step %d", start_step)
+
+  key = jax.random.key(config.seed)
+  t0 = time.perf_counter()
+  n = video_all.shape[0]
+  for i in range(start_step, config.num_steps):
+    # The batch indices depend only on (seed, step): resumed runs see the same batches.
+    idx = np.random.default_rng([config.seed, i]).choice(n, config.batch_size, replace=False)
+    params, opt_state, loss = step(params, opt_state, jax.random.fold_in(key, i), idx)
+    if (i + 1) % config.log_every == 0 or i + 1 == config.num_steps:
+      loss = float(loss)
+      losses.append(dict(step=i + 1, loss=loss, seconds=time.perf_counter() - t0))
+      logging.info("step %d/%d loss %.4f (%.1f s)", i + 1, config.num_steps, loss,
+                   time.perf_counter() - t0)
+    if (i + 1) % config.checkpoint_every == 0 or i + 1 == config.num_steps:
+      manager.save(i + 1, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(dict(params=params, opt=opt_state)),
+          losses=ocp.args.JsonSave(dict(records=losses))), force=True)
+      manager.wait_until_finished()
+      io.write_text(os.path.join(workdir, "loss.jsonl"),
+                    "".join(json.dumps(r) + "\n" for r in losses))
+  manager.close()
+  plot_losses(os.path.join(workdir, "loss.png"), losses, spec.kind)
+  summary = dict(kind=spec.kind, final_loss=losses[-1]["loss"] if losses else None,
+                 num_steps=config.num_steps, params=int(sum(
+                     np.size(v) for v in jax.tree.leaves(params))))
+  if config.export_dir:
+    tb.save(config.export_dir, spec, params,
+            extra=dict(train=runner.config_dict(config), summary=summary,
+                       spec_fields=[f.name for f in dataclasses.fields(tb.TinySpec)]))
+  io.write_json(os.path.join(workdir, "summary.json"), summary)
+  return summary
+
+
+def plot_losses(path: str, losses: list[dict], label: str) -> None:
+  if not losses:
+    return
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(5, 3))
+  ax.plot([r["step"] for r in losses], [r["loss"] for r in losses])
+  ax.set_xlabel("step")
+  ax.set_ylabel("flow-matching loss")
+  ax.set_yscale("log")
+  ax.set_title(label)
+  fig.tight_layout()
+  io.write_figure(path, fig, dpi=100)
+  plt.close(fig)

@@ -1,0 +1,37 @@
+"""Flow-matching training of one tiny world backbone (see composed_vi/tiny_backbones.py).
+
+  python -m experiments.train --config=configs/train_tiny.py:i2v --workdir=workdir/train/i2v
+  python -m experiments.train --config=configs/train_tiny.py:sim2v,smoke --workdir=/tmp/t
+
+The argument is the kind (t2v, i2v, sim2v, cam2v), optionally followed by ",smoke". The shipped
+checkpoints in assets/backbones/<kind> were made by the first line for each kind (export_dir).
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+  parts = [p for p in (arg or "i2v").split(",") if p]
+  kind = parts[0] if parts and parts[0] != "smoke" else "i2v"
+  c = ml_collections.ConfigDict()
+  c.experiment = "train_tiny"
+  c.kind = kind
+  c.seed = 0
+  c.num_steps = 1500
+  c.batch_size = 16
+  c.learning_rate = 2e-3
+  c.checkpoint_every = 250
+  c.log_every = 25
+  c.export_dir = f"assets/backbones/{kind}"
+  c.data = ml_collections.ConfigDict(dict(seed=1, num_examples=1024, num_frames=12, height=32,
+                                          width=32))
+  c.model = ml_collections.ConfigDict(dict(dim=48, num_heads=3, num_layers=3, ffn_dim=96,
+                                           patch_size=(2, 4, 4), text_dim=32))
+  if "smoke" in parts:
+    c.num_steps = 4
+    c.batch_size = 2
+    c.checkpoint_every = 2
+    c.log_every = 1
+    c.export_dir = ""
+    c.data.num_examples = 4
+  return c
