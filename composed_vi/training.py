@@ -11,6 +11,7 @@ logit-normal, the optimiser AdamW with warmup and cosine decay. Orbax checkpoint
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -86,7 +87,10 @@ def train(config, workdir: str) -> dict:
   cond_all = None if spec.kind == "t2v" else np.asarray(tb.condition(spec, data))
   ctx_all = np.asarray(tb.text_context(spec, data["caption_tokens"]))
   video_all = data["video"].astype(np.float32)
-  logging.info("data: %d examples, video %s", video_all.shape[0], video_all.shape[1:])
+  # A fingerprint of the rendered data: a retraining reproduces a checkpoint only on equal data.
+  data_sha256 = hashlib.sha256(video_all.tobytes()).hexdigest()
+  logging.info("data: %d examples, video %s, sha256 %s", video_all.shape[0],
+               video_all.shape[1:], data_sha256[:16])
 
   params = tb.init_params(spec, config.seed)
   fn = tb.model_fn(spec)
@@ -153,6 +157,7 @@ def train(config, workdir: str) -> dict:
   manager.close()
   plot_losses(os.path.join(workdir, "loss.png"), losses, spec.kind)
   summary = dict(kind=spec.kind, final_loss=losses[-1]["loss"] if losses else None,
+                 data_sha256=data_sha256, seconds=time.perf_counter() - t0,
                  num_steps=config.num_steps, params=int(sum(
                      np.size(v) for v in jax.tree.leaves(params))))
   if config.export_dir:

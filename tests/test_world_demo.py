@@ -1,0 +1,95 @@
+"""Tiny backbones (save/load, training with resume), world metrics with known answers, and the
+demo end to end through the launcher, its page screenshotted in headless Chromium."""
+
+import json
+import os
+
+import jax
+import launcher_util as lu
+import numpy as np
+import pytest
+
+from composed_vi import media, training, world_metrics
+from composed_vi import tiny_backbones as tb
+from composed_vi.errors import ConfigError
+from configs import train_tiny
+
+
+@pytest.fixture(scope="module")
+def example():
+  from composed_vi.world import dataset, scene
+
+  ex = dataset.render_example(jax.random.key(3), scene.SceneConfig())
+  return {k: np.asarray(v) for k, v in ex.items()}
+
+
+def test_metrics_known_answers(example):
+  video = example["video"]
+  assert world_metrics.first_frame_l1(video, example) == 0.0
+  assert world_metrics.background_l1(video, example) == 0.0
+  floor = world_metrics.track_error_px(video, example)
+  shifted = np.roll(video, 4, axis=2)  # everything 4 pixels to the right
+  err = world_metrics.track_error_px(shifted, example)
+  assert floor < 1.5 and 2.5 < err - floor < 5.5, (floor, err)
+  assert world_metrics.first_frame_l1(-video, example) > 0.1
+
+
+@pytest.mark.parametrize("kind", tb.KINDS)
+def test_backbone_save_load_and_expert(tmp_path, example, kind):
+  spec = tb.TinySpec(kind=kind, vocab_size=64)
+  params = tb.init_params(spec, seed=1)
+  tb.save(str(tmp_path), spec, params)
+  spec2, params2 = tb.load(str(tmp_path))
+  assert spec2 == spec
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params2)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  e = tb.expert(spec2, params2, example)
+  v = e.velocity(jax.numpy.asarray(example["video"][None]), 0.5)
+  assert v.shape == (1,) + example["video"].shape and np.all(np.isfinite(v))
+  with pytest.raises(ConfigError, match="backbone"):
+    tb.load(str(tmp_path / "missing"))
+
+
+def test_training_smoke_resumes(tmp_path):
+  config = train_tiny.get_config("sim2v,smoke")
+  config.export_dir = str(tmp_path / "export")
+  first = training.train(config, str(tmp_path / "run"))
+  assert first["kind"] == "sim2v" and np.isfinite(first["final_loss"])
+  losses = [json.loads(x) for x in (tmp_path / "run" / "loss.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in losses] == [1, 2, 3, 4]
+  assert (tmp_path / "run" / "loss.png").exists()
+  spec, _ = tb.load(str(tmp_path / "export"))
+  assert spec.kind == "sim2v"
+  again = training.train(config, str(tmp_path / "run"))  # resumes at the last checkpoint
+  assert again["final_loss"] == first["final_loss"]
+  assert again["data_sha256"] == first["data_sha256"]
+
+
+def test_demo_end_to_end_and_page_renders(tmp_path):
+  """The demo through the launcher with untrained backbones: every output, and the page."""
+  folders = []
+  for kind in ("i2v", "cam2v", "sim2v"):
+    spec = tb.TinySpec(kind=kind, vocab_size=64)
+    tb.save(str(tmp_path / kind), spec, tb.init_params(spec))
+    folders.append(f"--config.backbones.{kind}={tmp_path / kind}")
+  run = tmp_path / "demo"
+  out = lu.launch(run, *folders, config="configs/world_demo.py:smoke")
+  assert out.returncode == 0, out.stderr[-3000:]
+  for name in ("samples.npz", "index.html", "contact_sheet.png", "particle_0.mp4",
+               "particle_1.gif", "input_camera_path.png", "input_simulation.gif",
+               "diagnostics.jsonl", "summary.json"):
+    assert (run / name).exists(), name
+  summary = json.loads((run / "summary.json").read_text())
+  assert {"first_frame_l1", "track_error_px", "diversity_unspecified_l1"} <= set(summary)
+  shot = tmp_path / "page.png"
+  media.screenshot_html(str(run / "index.html"), str(shot), width=1000, height=1400)
+  from PIL import Image
+
+  with Image.open(shot) as im:
+    assert im.size == (1000, 1400)
+    pixels = np.asarray(im.convert("RGB"))
+  assert pixels.std() > 10  # the page shows images, not a blank screen
+  missing = lu.launch(tmp_path / "demo2", "--config.backbones.i2v=/nonexistent",
+                      config="configs/world_demo.py:smoke")
+  assert missing.returncode == 2 and "backbones.i2v" in missing.stderr
+  assert not os.path.exists(tmp_path / "demo2")
