@@ -9,6 +9,8 @@ Launch (one process; ``--config.key=value`` overrides any field):
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(arg=None):
   c = ml_collections.ConfigDict()
@@ -22,12 +24,7 @@ def get_config(arg=None):
   c.checkpoint_every = 16  # levels between orbax checkpoints (0: none)
 
   # Method options (None keeps the method's documented default; see composed_vi.samplers).
-  c.sampler = ml_collections.ConfigDict()
-  for name, kind in (("step_size", float), ("inner_steps", int), ("drive", str),
-                     ("repulsion", float), ("repulsion_schedule", str),
-                     ("bandwidth_scale", float), ("feature_map", str), ("t_max", float),
-                     ("t_min", float), ("shift", float), ("levels", tuple)):
-    c.sampler[name] = ml_collections.FieldReference(None, field_type=kind)
+  c.sampler = common.sampler()
 
   # The product: two "stripe" mixtures in `dim` dimensions with four product modes, or the
   # mixtures of `means_file` (.npz: means_i (K, *shape), optional stds_i, weights_i).

@@ -21,6 +21,8 @@ A second backbone (image-to-video, VACE or Fun-Control) is `--config.backbones.i
 
 import ml_collections
 
+from configs import common
+
 
 def backbone(**overrides):
   b = ml_collections.ConfigDict(dict(
@@ -56,15 +58,8 @@ def get_config(arg=None):
   c.normalized_latents = True  # samples are in the pipelines' normalised latent space
   c.backbones = ml_collections.ConfigDict(dict(t2v=backbone(), i2v=backbone()))
 
-  c.sampler = ml_collections.ConfigDict()
-  for name, kind in (("step_size", float), ("inner_steps", int), ("drive", str),
-                     ("repulsion", float), ("repulsion_schedule", str),
-                     ("bandwidth_scale", float), ("feature_map", str), ("t_max", float),
-                     ("t_min", float), ("shift", float), ("levels", tuple)):
-    c.sampler[name] = ml_collections.FieldReference(None, field_type=kind)
-  c.sampler.shift = 3.0  # Wan's scheduler shift at 480p (5.0 at 720p)
-  c.sampler.feature_map = "pool"  # the SVGD kernel on 2x2-pooled latents
-  c.sampler.inner_steps = 2
+  # Wan's scheduler shift at 480p (5.0 at 720p); the SVGD kernel on 2x2-pooled latents.
+  c.sampler = common.sampler(shift=3.0, feature_map="pool", inner_steps=2)
 
   if arg == "smoke":
     c.num_particles = 2

@@ -11,6 +11,8 @@ index.html (open it in a browser) to the workdir.
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(arg=None):
   c = ml_collections.ConfigDict()
@@ -31,13 +33,7 @@ def get_config(arg=None):
   c.context_weight = 1.0
   c.context_sigma = 0.2
   c.object_dilation = 1  # pixels added around the object region given to the simulation
-  c.sampler = ml_collections.ConfigDict()
-  for name, kind in (("step_size", float), ("inner_steps", int), ("drive", str),
-                     ("repulsion", float), ("repulsion_schedule", str),
-                     ("bandwidth_scale", float), ("feature_map", str), ("t_max", float),
-                     ("t_min", float), ("shift", float), ("levels", tuple)):
-    c.sampler[name] = ml_collections.FieldReference(None, field_type=kind)
-  c.sampler.inner_steps = 2
+  c.sampler = common.sampler(inner_steps=2)
   if arg == "smoke":
     c.num_particles = 2
     c.num_levels = 4
