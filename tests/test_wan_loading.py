@@ -178,6 +178,13 @@ _SHARDED = textwrap.dedent("""
     b = np.asarray(sharded.model_fn(sharded.params, x, t, ctx))
     err = np.abs(a - b).max() / np.abs(a).max()
     assert err < 1e-5, err
+    # Sequence sharding: particles P('data', 'model' on frames) propagate to the tokens.
+    x4 = rng.standard_normal((2, 4, 4, 4, 4)).astype(np.float32)
+    xs = jax.device_put(x4, distributed.particle_sharding(mesh, x4.shape[1:]))
+    assert xs.sharding.spec == jax.sharding.PartitionSpec("data", "model", None, None, None)
+    c = np.asarray(sharded.model_fn(sharded.params, xs, t, ctx))
+    d = np.asarray(plain.model_fn(plain.params, x4, t, ctx))
+    assert np.abs(c - d).max() / np.abs(d).max() < 1e-5
     print("ok", err)
 """)
 
