@@ -49,6 +49,10 @@ class TinySpec:
   text_dim: int = 32
   vocab_size: int = 64
   text_seed: int = 1234  # the frozen "text encoder" table
+  # The network predicts x0 (the expert converts to the velocity): through a patch of 96
+  # values and 48 features a velocity network cannot carry the noise it must subtract, an x0
+  # network need not (the measured ODE samples of a velocity network stayed noise).
+  prediction: str = "x0"
 
   def wan_config(self) -> wan.WanConfig:
     check_choice("kind", self.kind, KINDS)
@@ -145,4 +149,5 @@ def expert(spec: TinySpec, params, example: dict, *, guidance_scale: float = 1.0
       context=np.asarray(text_context(spec, tokens)),
       negative_context=None if negative is None else np.asarray(text_context(spec, negative)),
       condition=None if spec.kind == "t2v" else np.asarray(condition(spec, example)),
-      guidance_scale=guidance_scale, support=support, field=f"backbones.{spec.kind}")
+      guidance_scale=guidance_scale, support=support, field=f"backbones.{spec.kind}",
+      prediction=spec.prediction)

@@ -2,8 +2,8 @@
 
 The data set is rendered once from the world (``config.data``: a seed and a number of
 examples), the model is the tiny Wan DiT of :mod:`composed_vi.tiny_backbones`, the loss is the
-rectified-flow velocity regression ``|v(x_t, 1000 t, c) - (eps - x0)|^2`` with ``t`` from a
-logit-normal, the optimiser AdamW with warmup and cosine decay. Orbax checkpoints every
+rectified-flow regression of ``x0`` (``spec.prediction = "x0"``; the expert turns it into the
+velocity ``(x_t - x0) / t``) or of the velocity ``eps - x0``, with ``t`` from a logit-normal, the optimiser AdamW with warmup and cosine decay. Orbax checkpoints every
 ``checkpoint_every`` steps (resumed when the workdir holds one); ``loss.jsonl`` and
 ``loss.png``; the final backbone is exported to ``config.export_dir``.
 """
@@ -107,8 +107,9 @@ def train(config, workdir: str) -> dict:
     tb_ = t[:, None, None, None, None]
     xt = (1 - tb_) * x0 + tb_ * eps
     inp = xt if cond is None else jnp.concatenate([xt, cond], axis=-1)
-    v = fn(params, inp, 1000.0 * t, ctx)
-    return jnp.mean(jnp.square(v.astype(jnp.float32) - (eps - x0)))
+    out = fn(params, inp, 1000.0 * t, ctx).astype(jnp.float32)
+    target = x0 if spec.prediction == "x0" else eps - x0
+    return jnp.mean(jnp.square(out - target))
 
   @jax.jit
   def step(params, opt_state, key, idx):

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from composed_vi.errors import check_finite, check_positive_float, fail
+from composed_vi.errors import check_choice, check_finite, check_positive_float, fail
 from composed_vi.experts import Expert
 
 NUM_TRAIN_TIMESTEPS = 1000
@@ -63,6 +63,8 @@ class WanExpert(Expert):
   event_shape: tuple = struct.field(pytree_node=False, default=())
   guidance_scale: float = struct.field(pytree_node=False, default=1.0)
   boundary: float = struct.field(pytree_node=False, default=0.0)
+  #: what the network predicts: "velocity" (Wan) or "x0" (converted: ``v = (x - x0) / t``).
+  prediction: str = struct.field(pytree_node=False, default="velocity")
 
   @property
   def shape(self):
@@ -95,11 +97,15 @@ class WanExpert(Expert):
 
   def velocity(self, x, t):
     if self.params_low is None or self.boundary <= 0:
-      return self._forward(self.model_fn, self.params, x, t)
-    low_fn = self.model_fn_low or self.model_fn
-    return jax.lax.cond(t >= self.boundary,
-                        lambda: self._forward(self.model_fn, self.params, x, t),
-                        lambda: self._forward(low_fn, self.params_low, x, t))
+      out = self._forward(self.model_fn, self.params, x, t)
+    else:
+      low_fn = self.model_fn_low or self.model_fn
+      out = jax.lax.cond(t >= self.boundary,
+                         lambda: self._forward(self.model_fn, self.params, x, t),
+                         lambda: self._forward(low_fn, self.params_low, x, t))
+    if self.prediction == "x0":  # x_t = (1 - t) x0 + t eps  =>  v = eps - x0 = (x_t - x0) / t
+      return (x.astype(jnp.float32) - out) / jnp.maximum(t, 1e-4)
+    return out
 
 
 def load_array(field: str, value, ndim: int | None = None) -> np.ndarray | None:
@@ -125,7 +131,8 @@ def load_array(field: str, value, ndim: int | None = None) -> np.ndarray | None:
 def make_expert(config, latent_shape, *, params, model_fn, context, negative_context=None,
                 context_image=None, condition=None, control=None, control_scale=1.0,
                 guidance_scale=1.0, params_low=None, model_fn_low=None, boundary=0.0,
-                support=None, field: str = "backbone") -> WanExpert:
+                support=None, field: str = "backbone", prediction: str = "velocity",
+                ) -> WanExpert:
   """Validates the conditioning against the model's ``WanConfig`` and builds a :class:`WanExpert`.
 
   Every error names ``field`` and the offending input.
@@ -188,4 +195,5 @@ def make_expert(config, latent_shape, *, params, model_fn, context, negative_con
       control=None if ctrl is None else jnp.asarray(ctrl),
       control_scale=None if ctrl is None else jnp.asarray(control_scale, jnp.float32),
       params_low=params_low, support=support, model_fn=model_fn, model_fn_low=model_fn_low,
-      event_shape=shape, guidance_scale=float(guidance_scale), boundary=float(boundary))
+      event_shape=shape, guidance_scale=float(guidance_scale), boundary=float(boundary),
+      prediction=check_choice(f"{field}.prediction", prediction, ("velocity", "x0")))
