@@ -21,7 +21,11 @@ venv: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 
 demo: venv
-	$(BIN)/python -m experiments.main --config=configs/exact_targets.py --workdir=$(WORKDIR)
+	$(BIN)/python -m experiments.main --config=configs/world_demo.py --workdir=$(WORKDIR)
+	@echo "open $(WORKDIR)/index.html"
+
+study: venv
+	$(BIN)/python -m experiments.main --config=configs/exact_targets.py --workdir=workdir/study
 
 test: venv system-deps
 	$(BIN)/ruff check .
