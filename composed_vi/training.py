@@ -3,8 +3,9 @@
 The data set is rendered once from the world (``config.data``: a seed and a number of
 examples), the model is the tiny Wan DiT of :mod:`composed_vi.tiny_backbones`, the loss is the
 rectified-flow regression of ``x0`` (``spec.prediction = "x0"``; the expert turns it into the
-velocity ``(x_t - x0) / t``) or of the velocity ``eps - x0``, with ``t`` from a logit-normal, the optimiser AdamW with warmup and cosine decay. Orbax checkpoints every
-``checkpoint_every`` steps (resumed when the workdir holds one); ``loss.jsonl`` and
+velocity ``(x_t - x0) / t``) or of the velocity ``eps - x0``, with ``t`` from a logit-normal,
+the optimiser AdamW with warmup and cosine decay. Orbax checkpoints every ``checkpoint_every``
+steps (resumed when the workdir holds one); ``loss.jsonl`` and
 ``loss.png``; the final backbone is exported to ``config.export_dir``.
 """
 
