@@ -38,32 +38,52 @@ def _decode(like, tree: dict):
   return type(like)(**fields)
 
 
-class SamplerCheckpoints:
-  """Checkpoints of a sampler run under ``directory`` (steps are level indices)."""
+class Checkpoints:
+  """Synchronous orbax checkpoints of a pytree plus a list of JSON records (diagnostics, losses)
+  under ``directory``; the last ``max_to_keep`` steps are kept."""
 
-  def __init__(self, directory: str, max_to_keep: int = 2):
+  def __init__(self, directory: str, records: str = "records", max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
+    self._records = records  # the JSON item's name (and its key)
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            enable_async_checkpointing=False)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_names=("state", "diagnostics"))
+                                          item_names=("state", records))
 
-  def latest_level(self) -> int | None:
+  def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def save(self, level: int, state, diagnostics: list[dict]) -> None:
-    args = ocp.args.Composite(state=ocp.args.StandardSave(_encode(state)),
-                              diagnostics=ocp.args.JsonSave({"levels": diagnostics}))
-    self._manager.save(level, args=args, force=True)
+  def save(self, step: int, tree, records: list[dict]) -> None:
+    args = ocp.args.Composite(**{"state": ocp.args.StandardSave(tree),
+                                 self._records: ocp.args.JsonSave({self._records: records})})
+    self._manager.save(step, args=args, force=True)
     self._manager.wait_until_finished()
 
-  def restore(self, like, level: int | None = None):
-    """Restores ``(state, diagnostics)`` with the structure, dtypes and shardings of ``like``."""
-    level = self.latest_level() if level is None else level
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _encode(like))
-    out = self._manager.restore(level, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), diagnostics=ocp.args.JsonRestore()))
-    return _decode(like, out["state"]), list(out["diagnostics"]["levels"])
+  def restore(self, like, step: int | None = None):
+    """``(tree, records)`` with the structure, dtypes and shardings of the pytree ``like``."""
+    step = self.latest_step() if step is None else step
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    out = self._manager.restore(step, args=ocp.args.Composite(**{
+        "state": ocp.args.StandardRestore(abstract), self._records: ocp.args.JsonRestore()}))
+    return out["state"], list(out[self._records][self._records])
 
   def close(self) -> None:
     self._manager.close()
+
+
+class SamplerCheckpoints(Checkpoints):
+  """Checkpoints of a sampler state (steps are level indices) and its diagnostics so far."""
+
+  def __init__(self, directory: str, max_to_keep: int = 2):
+    super().__init__(directory, records="diagnostics", max_to_keep=max_to_keep)
+
+  def latest_level(self) -> int | None:
+    return self.latest_step()
+
+  def save(self, level: int, state, diagnostics: list[dict]) -> None:
+    super().save(level, _encode(state), diagnostics)
+
+  def restore(self, like, level: int | None = None):
+    """Restores ``(state, diagnostics)`` with the structure, dtypes and shardings of ``like``."""
+    tree, diagnostics = super().restore(_encode(like), level)
+    return _decode(like, tree), diagnostics

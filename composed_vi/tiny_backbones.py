@@ -85,11 +85,9 @@ def condition(spec: TinySpec, example: dict):
   if spec.kind == "i2v":
     video = example["video"]
     first = example["first_frame"]
-    t = video.shape[-4]
     frame0 = jnp.zeros(video.shape, jnp.float32)
     frame0 = frame0.at[..., 0, :, :, :].set(first)
     mask = jnp.zeros(video.shape[:-1] + (1,), jnp.float32).at[..., 0, :, :, :].set(1.0)
-    del t
     return jnp.concatenate([frame0, mask], axis=-1)
   if spec.kind == "sim2v":
     return jnp.asarray(example["sim_rgba"], jnp.float32)

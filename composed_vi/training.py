@@ -21,11 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from absl import logging
 
 from composed_vi import io, runner
 from composed_vi import tiny_backbones as tb
+from composed_vi.checkpoint import Checkpoints
 from composed_vi.errors import check_choice, check_positive_float, check_positive_int
 
 
@@ -121,20 +121,12 @@ def train(config, workdir: str) -> dict:
     updates, opt_state = opt.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
-  manager = ocp.CheckpointManager(
-      os.path.join(workdir, "checkpoints"),
-      options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True,
-                                           enable_async_checkpointing=False),
-      item_names=("state", "losses"))
+  ckpts = Checkpoints(os.path.join(workdir, "checkpoints"))
   losses: list[dict] = []
-  start_step = 0
-  if manager.latest_step() is not None:
-    start_step = manager.latest_step()
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, dict(params=params, opt=opt_state))
-    restored = manager.restore(start_step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), losses=ocp.args.JsonRestore()))
-    params, opt_state = restored["state"]["params"], restored["state"]["opt"]
-    losses = list(restored["losses"]["records"])
+  start_step = ckpts.latest_step() or 0
+  if start_step:
+    state, losses = ckpts.restore(dict(params=params, opt=opt_state), start_step)
+    params, opt_state = state["params"], state["opt"]
     logging.info("resumed training at step %d", start_step)
 
   key = jax.random.key(config.seed)
@@ -150,13 +142,10 @@ def train(config, workdir: str) -> dict:
       logging.info("step %d/%d loss %.4f (%.1f s)", i + 1, config.num_steps, loss,
                    time.perf_counter() - t0)
     if (i + 1) % config.checkpoint_every == 0 or i + 1 == config.num_steps:
-      manager.save(i + 1, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(dict(params=params, opt=opt_state)),
-          losses=ocp.args.JsonSave(dict(records=losses))), force=True)
-      manager.wait_until_finished()
+      ckpts.save(i + 1, dict(params=params, opt=opt_state), losses)
       io.write_text(os.path.join(workdir, "loss.jsonl"),
                     "".join(json.dumps(r) + "\n" for r in losses))
-  manager.close()
+  ckpts.close()
   plot_losses(os.path.join(workdir, "loss.png"), losses, spec.kind)
   summary = dict(kind=spec.kind, final_loss=losses[-1]["loss"] if losses else None,
                  data_sha256=data_sha256, seconds=time.perf_counter() - t0,

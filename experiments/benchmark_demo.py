@@ -11,11 +11,9 @@ one run of this script, never from a test.
 """
 
 import json
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import flags
 
 from composed_vi import cli, world_demo
@@ -23,20 +21,11 @@ from composed_vi import tiny_backbones as tb
 from composed_vi.samplers import ctrl_vi
 from composed_vi.sampling import build_options
 from configs import world_demo as demo_config
+from experiments.timing import median_seconds
 
 _RANDOM = flags.DEFINE_bool("random", False, "Untrained backbones (same architecture).")
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed calls per measurement.")
 _PARTICLES = flags.DEFINE_integer("num_particles", 4, "Particles.")
-
-
-def _median(fn, repeats):
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
 
 
 def main(argv):
@@ -64,10 +53,10 @@ def main(argv):
   forwards = {}
   for i, expert in enumerate(target.experts):
     fn = jax.jit(lambda x, t, e=expert: e.velocity(x, t))
-    forwards[type(expert).__name__ + f"[{i}]"] = _median(
-        lambda fn=fn: fn(x, t).block_until_ready(), _REPEATS.value)
+    forwards[type(expert).__name__ + f"[{i}]"] = median_seconds(
+        lambda fn=fn: fn(x, t).block_until_ready(), _REPEATS.value, warmup=1)
   step = jax.jit(lambda s: ctrl_vi.step(s, target, levels, opts)[0].particles)
-  level_s = _median(lambda: step(state).block_until_ready(), _REPEATS.value)
+  level_s = median_seconds(lambda: step(state).block_until_ready(), _REPEATS.value, warmup=1)
   needed = (opts.inner_steps + 1) * sum(forwards.values())
   figures = dict(num_particles=n, inner_steps=opts.inner_steps, shape=list(target.shape),
                  forward_s=forwards, forwards_needed_s=needed, level_s=level_s,

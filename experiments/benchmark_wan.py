@@ -20,6 +20,7 @@ import ml_dtypes
 import numpy as np
 from absl import app, flags
 
+from experiments.timing import median_seconds
 from third_party.wan import convert_transformer
 from third_party.wan import transformer as wan
 
@@ -43,15 +44,6 @@ CONFIGS = {
                  in_channels=16, out_channels=16, text_dim=64, freq_dim=16, ffn_dim=32,
                  num_layers=2, rope_max_seq_len=64),
 }
-
-
-def _median_time(fn, repeats):
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
 
 
 def main(argv):
@@ -98,8 +90,8 @@ def main(argv):
   out_theirs = np.moveaxis(theirs().float().cpu().numpy(), 1, -1)
   theirs()
   ours()
-  t_ours = _median_time(ours, _REPEATS.value)
-  t_theirs = _median_time(theirs, _REPEATS.value)
+  t_ours = median_seconds(ours, _REPEATS.value)
+  t_theirs = median_seconds(theirs, _REPEATS.value)
   figures = dict(
       model=_MODEL.value, latent=[f, h, w], tokens=f * (h // 2) * (w // 2),
       device=str(jax.devices()[0].device_kind), torch_device=device,

@@ -86,12 +86,6 @@ def load_transformer(directory: str, *, dtype=None, compute_dtype=jnp.bfloat16, 
   return LoadedTransformer(config, params, model_fn, diff_config)
 
 
-_VAE_LAYOUTS = {
-    "conv3d": lambda a: a.transpose(2, 3, 4, 1, 0),
-    "conv2d": lambda a: a.transpose(2, 3, 1, 0),
-}
-
-
 def load_vae(directory: str, *, dtype=np.float32, mesh=None, compiler_options=None):
   """``(WanVAE, params)`` from a diffusers ``AutoencoderKLWan`` folder (float32 by default).
 
@@ -117,10 +111,10 @@ def load_vae(directory: str, *, dtype=np.float32, mesh=None, compiler_options=No
   model = wan_vae.WanVAE(config, compiler_options)
   values = {}
   for e in table:
-    layout = _VAE_LAYOUTS.get(e.layout, lambda a: a)
+    axes = convert_vae._TO_OURS.get(e.layout)  # the key table's own transposes
 
-    def reshape(a, layout=layout, shape=e.shape):
-      return layout(a).reshape(shape)
+    def reshape(a, axes=axes, shape=e.shape):
+      return (a if axes is None else a.transpose(axes)).reshape(shape)
 
     values[e.path] = _place(tensors[e.key], reshape, e.shape, dtype, target)
   flat = [(p, v.replace(values[tuple(p)])) for p, v in nnx.to_flat_state(model.abstract_params)]
