@@ -52,3 +52,30 @@ def vp_coefficients(t):
 def flow_time_from_vp(alpha, sigma):
   """The flow level ``t`` with the same signal-to-noise ratio as VP ``(alpha, sigma)``."""
   return sigma / (alpha + sigma)
+
+
+def preconditioning(t, sigma_data: float):
+  """EDM-style skip/output scales on the rectified-flow path (Karras et al. 2022, adapted).
+
+  For data of standard deviation ``s`` and ``x_t = (1 - t) x0 + t eps``, with
+  ``D = (1 - t)^2 s^2 + t^2``: ``c_skip = (1 - t) s^2 / D`` is the best linear estimate of
+  ``x0`` from ``x_t`` and ``c_out = s t / sqrt(D)`` the standard deviation of its residual. A
+  network ``F`` then predicts ``x0 = c_skip x_t + c_out F`` with a unit-variance target
+  ``(x0 - c_skip x_t) / c_out``: near ``t = 0`` it no longer has to carry ``x_t`` through its
+  bottleneck (the sample passes through the skip), near ``t = 1`` it predicts ``x0`` directly.
+
+  Returns ``(c_skip, c_out)``.
+  """
+  s2 = sigma_data**2
+  d = (1.0 - t) ** 2 * s2 + t**2
+  return (1.0 - t) * s2 / d, sigma_data * t / jnp.sqrt(d)
+
+
+def velocity_from_preconditioned(x, t, f, sigma_data: float):
+  """``v = (x - x0) / t`` with ``x0 = c_skip x + c_out f``, in a form finite at ``t = 0``.
+
+  ``(1 - c_skip) / t = (t - (1 - t) s^2) / D`` and ``c_out / t = s / sqrt(D)``.
+  """
+  s2 = sigma_data**2
+  d = (1.0 - t) ** 2 * s2 + t**2
+  return x * ((t - (1.0 - t) * s2) / d) - f * (sigma_data / jnp.sqrt(d))

@@ -49,10 +49,13 @@ class TinySpec:
   text_dim: int = 32
   vocab_size: int = 64
   text_seed: int = 1234  # the frozen "text encoder" table
-  # The network predicts x0 (the expert converts to the velocity): through a patch of 96
-  # values and 48 features a velocity network cannot carry the noise it must subtract, an x0
-  # network need not (the measured ODE samples of a velocity network stayed noise).
-  prediction: str = "x0"
+  # What the network predicts (composed_vi.backbones.wan.PREDICTIONS). Not the velocity: through
+  # a patch of 96 values and 48 features a velocity network cannot carry the noise it must
+  # subtract (the measured ODE samples of one stayed noise); a plain x0 network cannot carry
+  # x_t at low noise either (its samples came out blocky at the patch scale). "x0_precond"
+  # passes x_t through a skip (composed_vi.paths.preconditioning) and is the default.
+  prediction: str = "x0_precond"
+  sigma_data: float = 0.4  # root mean square of the world's videos in [-1, 1] (0.39 measured)
 
   def wan_config(self) -> wan.WanConfig:
     check_choice("kind", self.kind, KINDS)
@@ -148,4 +151,4 @@ def expert(spec: TinySpec, params, example: dict, *, guidance_scale: float = 1.0
       negative_context=None if negative is None else np.asarray(text_context(spec, negative)),
       condition=None if spec.kind == "t2v" else np.asarray(condition(spec, example)),
       guidance_scale=guidance_scale, support=support, field=f"backbones.{spec.kind}",
-      prediction=spec.prediction)
+      prediction=spec.prediction, sigma_data=spec.sigma_data)

@@ -2,8 +2,10 @@
 
 The data set is rendered once from the world (``config.data``: a seed and a number of
 examples), the model is the tiny Wan DiT of :mod:`composed_vi.tiny_backbones`, the loss is the
-rectified-flow regression of ``x0`` (``spec.prediction = "x0"``; the expert turns it into the
-velocity ``(x_t - x0) / t``) or of the velocity ``eps - x0``, with ``t`` from a logit-normal,
+rectified-flow regression of the preconditioned ``x0`` (``spec.prediction = "x0_precond"``:
+the unit-variance target ``(x0 - c_skip x_t) / c_out`` of :func:`composed_vi.paths.preconditioning`;
+the expert turns the prediction into the velocity), of ``x0`` or of the velocity ``eps - x0``,
+with ``t`` from a logit-normal,
 the optimiser AdamW with warmup and cosine decay. Orbax checkpoints every ``checkpoint_every``
 steps (resumed when the workdir holds one); ``loss.jsonl`` and
 ``loss.png``; the final backbone is exported to ``config.export_dir``.
@@ -23,7 +25,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from composed_vi import io, runner
+from composed_vi import io, paths, runner
 from composed_vi import tiny_backbones as tb
 from composed_vi.checkpoint import Checkpoints
 from composed_vi.errors import check_choice, check_positive_float, check_positive_int
@@ -36,7 +38,8 @@ def spec_from_config(config) -> tb.TinySpec:
   return tb.TinySpec(kind=config.kind, dim=m.dim, num_heads=m.num_heads,
                      num_layers=m.num_layers, ffn_dim=m.ffn_dim,
                      patch_size=tuple(m.patch_size), text_dim=m.text_dim,
-                     vocab_size=len(controls.VOCAB))
+                     vocab_size=len(controls.VOCAB), prediction=m.prediction,
+                     sigma_data=m.sigma_data)
 
 
 def world_config(config):
@@ -67,6 +70,10 @@ def validate(config):
     check_positive_int(name, config[name])
   check_positive_int("data.num_examples", config.data.num_examples)
   check_positive_float("learning_rate", config.learning_rate)
+  from composed_vi.backbones.wan import PREDICTIONS
+
+  check_choice("model.prediction", config.model.prediction, PREDICTIONS)
+  check_positive_float("model.sigma_data", config.model.sigma_data)
   if config.batch_size > config.data.num_examples:
     from composed_vi.errors import fail
 
@@ -109,7 +116,11 @@ def train(config, workdir: str) -> dict:
     xt = (1 - tb_) * x0 + tb_ * eps
     inp = xt if cond is None else jnp.concatenate([xt, cond], axis=-1)
     out = fn(params, inp, 1000.0 * t, ctx).astype(jnp.float32)
-    target = x0 if spec.prediction == "x0" else eps - x0
+    if spec.prediction == "x0_precond":  # unit-variance target (EDM's loss weighting)
+      c_skip, c_out = paths.preconditioning(tb_, spec.sigma_data)
+      target = (x0 - c_skip * xt) / c_out
+    else:
+      target = x0 if spec.prediction == "x0" else eps - x0
     return jnp.mean(jnp.square(out - target))
 
   @jax.jit

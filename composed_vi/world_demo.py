@@ -14,6 +14,7 @@ plot, simulation render), a contact sheet and ``index.html`` next to ``samples.n
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import jax
@@ -22,7 +23,7 @@ import numpy as np
 from composed_vi import experts, io, media
 from composed_vi import tiny_backbones as tb
 from composed_vi.composition import compose
-from composed_vi.errors import ConfigError, check_positive_float, fail
+from composed_vi.errors import ConfigError, check_positive_float, check_positive_int, fail
 
 BACKBONES = ("i2v", "cam2v", "sim2v")
 
@@ -50,33 +51,85 @@ def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
   return out
 
 
+@dataclasses.dataclass(frozen=True)
+class Composition:
+  """How the demo composes the backbones (the fields of ``configs/world_demo.py``).
+
+  Attributes:
+    camera_weight: weight of the camera backbone on the background (``1 - object region``).
+    sim_weight: weight of the simulation backbone on the (dilated) object region.
+    context_weight: weight of the 3D-cache context expert (0: no context).
+    context_sigma: ``sigma_c`` of the context expert.
+    object_dilation: pixels added around the object region.
+    guidance_scale: classifier-free guidance of the text-conditioned backbones.
+  """
+
+  camera_weight: float = 1.0
+  sim_weight: float = 1.0
+  context_weight: float = 1.0
+  context_sigma: float = 0.2
+  object_dilation: int = 1
+  guidance_scale: float = 1.0
+
+  @classmethod
+  def from_config(cls, config) -> "Composition":
+    return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls)})
+
+  def validate(self) -> "Composition":
+    for name in ("context_weight", "sim_weight", "camera_weight", "context_sigma"):
+      check_positive_float(name, getattr(self, name), allow_zero=name != "context_sigma")
+    check_positive_int("object_dilation", self.object_dilation, minimum=0)
+    check_positive_float("guidance_scale", self.guidance_scale)
+    return self
+
+
+def load_backbones(folders: dict, kinds=BACKBONES, field: str = "backbones") -> dict:
+  """``{kind: (spec, params)}`` from ``folders[kind]``; errors name ``{field}.{kind}``."""
+  out = {}
+  for name in kinds:
+    if not os.path.isdir(folders[name]):
+      fail(f"{field}.{name}", "a trained tiny backbone folder (assets/backbones/<kind>; "
+           "retrain with experiments/train.py)", folders[name])
+    spec, params = tb.load(folders[name])
+    if spec.kind != name:
+      fail(f"{field}.{name}", f"a backbone of kind {name!r}", spec.kind)
+    out[name] = (spec, params)
+  return out
+
+
+def build_target(example: dict, backbones: dict, composition: Composition, fns=None,
+                 context: bool = True):
+  """The composed target of one world example: image backbone everywhere, camera backbone on
+  the background, simulation backbone on the dilated object region, plus the context expert.
+
+  ``backbones``: ``{kind: (spec, params)}`` for ``BACKBONES``; ``fns``: optional
+  ``{kind: model_fn}`` (reuse them across examples so that jitted samplers are not
+  recompiled); ``context=False`` (or ``context_weight = 0``) leaves the context out.
+  """
+  region = dilate(np.asarray(example["object_region"]), composition.object_dilation)
+  exps = []
+  for name in BACKBONES:
+    spec, params = backbones[name]
+    exps.append(tb.expert(spec, params, example, guidance_scale=composition.guidance_scale,
+                          fn=None if fns is None else fns[name]))
+  weights = [1.0, composition.camera_weight * (1.0 - region), composition.sim_weight * region]
+  if context and composition.context_weight > 0:
+    exps.append(experts.Context(example["context"], composition.context_sigma,
+                                visibility=example["visibility"]))
+    weights.append(composition.context_weight)
+  try:
+    return compose(exps, weights)
+  except ConfigError as e:
+    raise ConfigError(f"demo: {e}") from None
+
+
 def build(config, mesh=None):
   from composed_vi.problems import Problem
 
-  for name in BACKBONES:
-    if not os.path.isdir(config.backbones[name]):
-      fail(f"backbones.{name}", "a trained tiny backbone folder (assets/backbones/<kind>; "
-           "retrain with experiments/train.py)", config.backbones[name])
-  for name in ("context_weight", "sim_weight", "camera_weight", "context_sigma"):
-    check_positive_float(name, config[name], allow_zero=name != "context_sigma")
+  composition = Composition.from_config(config).validate()
+  backbones = load_backbones(config.backbones)
   example = scene_example(config)
-  region = dilate(example["object_region"], config.object_dilation)
-  loaded = {name: tb.load(config.backbones[name]) for name in BACKBONES}
-  for name, (spec, _) in loaded.items():
-    if spec.kind != name:
-      fail(f"backbones.{name}", f"a backbone of kind {name!r}", spec.kind)
-  exps, weights = [], []
-  for name in BACKBONES:
-    spec, params = loaded[name]
-    exps.append(tb.expert(spec, params, example, guidance_scale=config.guidance_scale))
-  weights = [1.0, config.camera_weight * (1.0 - region), config.sim_weight * region]
-  exps.append(experts.Context(example["context"], config.context_sigma,
-                              visibility=example["visibility"]))
-  weights.append(config.context_weight)
-  try:
-    target = compose(exps, weights)
-  except ConfigError as e:
-    raise ConfigError(f"demo: {e}") from None
+  target = build_target(example, backbones, composition)
   del mesh
   return Problem(target, report=lambda samples, workdir: report(config, example, samples,
                                                                  workdir))

@@ -313,3 +313,26 @@ def test_mixture_parameters_are_traced_leaves():
   vr, sr = target.evaluate(x, 0.5)
   np.testing.assert_allclose(vj, vr, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(sj, sr, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("t", [0.0, 0.05, 0.5, 0.95, 1.0])
+def test_preconditioning_skip_is_the_gaussian_posterior_mean(t):
+  """For data N(0, s^2 I), ``c_skip x_t`` is E[x0 | x_t]: with ``F = 0`` the preconditioned
+  velocity is the exact Gaussian expert's, and it is finite at t = 0 and t = 1."""
+  s = 0.4
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 5)), jnp.float32)
+  got = paths.velocity_from_preconditioned(x, t, jnp.zeros_like(x), s)
+  want = experts.Gaussian(np.zeros(5), s).velocity(x, t)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  if 0 < t:
+    f = jnp.ones_like(x)
+    c_skip, c_out = paths.preconditioning(t, s)
+    np.testing.assert_allclose(paths.velocity_from_preconditioned(x, t, f, s),
+                               (x - (c_skip * x + c_out * f)) / t, rtol=1e-4, atol=1e-5)
+  # The target (x0 - c_skip x_t) / c_out has unit variance on such data.
+  if 0 < t < 1:
+    rng = np.random.default_rng(1)
+    x0 = s * rng.normal(size=200_000)
+    xt = (1 - t) * x0 + t * rng.normal(size=x0.size)
+    c_skip, c_out = paths.preconditioning(t, s)
+    assert np.std((x0 - c_skip * xt) / c_out) == pytest.approx(1.0, rel=0.01)

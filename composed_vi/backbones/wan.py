@@ -21,8 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from composed_vi import paths
 from composed_vi.errors import check_choice, check_finite, check_positive_float, fail
 from composed_vi.experts import Expert
+
+#: What a network may predict (``WanExpert.prediction``).
+PREDICTIONS = ("velocity", "x0", "x0_precond")
 
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -63,8 +67,11 @@ class WanExpert(Expert):
   event_shape: tuple = struct.field(pytree_node=False, default=())
   guidance_scale: float = struct.field(pytree_node=False, default=1.0)
   boundary: float = struct.field(pytree_node=False, default=0.0)
-  #: what the network predicts: "velocity" (Wan) or "x0" (converted: ``v = (x - x0) / t``).
+  #: what the network predicts: "velocity" (Wan), "x0" (converted: ``v = (x - x0) / t``) or
+  #: "x0_precond" (``x0 = c_skip x + c_out F``, :func:`composed_vi.paths.preconditioning`).
   prediction: str = struct.field(pytree_node=False, default="velocity")
+  #: data standard deviation of the "x0_precond" parameterisation.
+  sigma_data: float = struct.field(pytree_node=False, default=0.5)
 
   @property
   def shape(self):
@@ -105,6 +112,8 @@ class WanExpert(Expert):
                          lambda: self._forward(low_fn, self.params_low, x, t))
     if self.prediction == "x0":  # x_t = (1 - t) x0 + t eps  =>  v = eps - x0 = (x_t - x0) / t
       return (x.astype(jnp.float32) - out) / jnp.maximum(t, 1e-4)
+    if self.prediction == "x0_precond":
+      return paths.velocity_from_preconditioned(x.astype(jnp.float32), t, out, self.sigma_data)
     return out
 
 
@@ -132,6 +141,7 @@ def make_expert(config, latent_shape, *, params, model_fn, context, negative_con
                 context_image=None, condition=None, control=None, control_scale=1.0,
                 guidance_scale=1.0, params_low=None, model_fn_low=None, boundary=0.0,
                 support=None, field: str = "backbone", prediction: str = "velocity",
+                sigma_data: float = 0.5,
                 ) -> WanExpert:
   """Validates the conditioning against the model's ``WanConfig`` and builds a :class:`WanExpert`.
 
@@ -196,4 +206,5 @@ def make_expert(config, latent_shape, *, params, model_fn, context, negative_con
       control_scale=None if ctrl is None else jnp.asarray(control_scale, jnp.float32),
       params_low=params_low, support=support, model_fn=model_fn, model_fn_low=model_fn_low,
       event_shape=shape, guidance_scale=float(guidance_scale), boundary=float(boundary),
-      prediction=check_choice(f"{field}.prediction", prediction, ("velocity", "x0")))
+      prediction=check_choice(f"{field}.prediction", prediction, PREDICTIONS),
+      sigma_data=check_positive_float(f"{field}.sigma_data", sigma_data))

@@ -24,7 +24,9 @@ class SMCOptions(langevin.LangevinOptions):
   """Options of ``poe_smc`` (with those of annealed Langevin).
 
   Attributes:
-    reward: ``reward(x0_hat) -> (N,)`` log-reward, or ``None`` (uniform weights).
+    reward: ``reward(x0_hat) -> (N,)`` log-reward, or ``None`` (uniform weights). A reward made
+      by :func:`target_reward` is called as ``reward(x0_hat, target)``: it can read its data
+      (e.g. a context) from the traced target, so one compiled sampler serves many targets.
     reward_scale: inverse temperature of the reward.
     ess_threshold: resample when the effective sample size falls below this fraction of N.
   """
@@ -57,6 +59,12 @@ class SMCInfo(NamedTuple):
   acceptance: jax.Array
 
 
+def target_reward(fn):
+  """Marks ``fn(x0_hat, target) -> (N,)`` as a reward that reads the target (returns ``fn``)."""
+  fn.uses_target = True
+  return fn
+
+
 def init(key, target, num_particles: int, options) -> SMCState:
   k_init, k_state = jax.random.split(key)
   x = base.init_particles(k_init, target, num_particles)
@@ -85,7 +93,9 @@ def step(state: SMCState, target, levels, options, mesh=None):
   x, acc, _ = langevin.langevin_steps(k_move, target, state.particles, t, options)
   v, _ = target.evaluate(x, t)
   if options.reward is not None:
-    r = options.reward_scale * options.reward(paths.x0_from_velocity(x, t, v)).astype(jnp.float32)
+    x0 = paths.x0_from_velocity(x, t, v)
+    args = (x0, target) if getattr(options.reward, "uses_target", False) else (x0,)
+    r = options.reward_scale * options.reward(*args).astype(jnp.float32)
   else:
     r = state.reward
   logw = state.log_weights + r - state.reward

@@ -1,0 +1,356 @@
+"""The paper's comparison on the built-in world: methods and ablations against ground truth.
+
+A *case* is one world scene built from listed seeds: a background (floor and wall textures,
+light), a camera path of a given kind from a start pose, and an object simulation
+(``Case``). Cases are the product ``backgrounds x cameras x simulations`` of a split
+(``configs/evaluate.py``): the ``dev`` split is where the demo's defaults were chosen, the
+``test`` split is held out. Every method samples ``N`` particles per case from the same key
+(common random numbers, so differences between methods are paired), and every particle is
+scored by :func:`composed_vi.world_metrics.all_metrics` against the scene's ground truth.
+
+Methods (:data:`METHODS`):
+
+- ``t2v``, ``i2v``, ``cam2v``, ``sim2v``: one backbone alone with its own control (ODE);
+- ``average``: velocity averaging of the composed target (Composable Diffusion: the ODE on
+  ``v_bar``), same experts, masks and context as Ctrl-VI;
+- ``langevin``: annealed Langevin (ULA) on the composed target;
+- ``poe_smc``: annealed Langevin with SMC resampling on a reward (agreement of ``x0_hat`` with
+  the 3D-cache context on visible pixels: the product-of-experts baseline);
+- ``ctrl_vi``: the method, and its ablations ``ctrl_vi_no_context``, ``ctrl_vi_no_repulsion``,
+  ``ctrl_vi_no_annealing`` (every SVGD step at ``t_min``, the same number of steps),
+  ``ctrl_vi_kernel_drive`` (textbook SVGD drive) and ``ctrl_vi_pool_kernel`` (kernel on 2x2
+  average-pooled videos).
+
+:func:`run` writes one row per (case, method) to ``results.jsonl`` as it goes (a rerun resumes
+after the last finished row); :func:`aggregate` gives the mean and a 95% bootstrap interval
+over cases per method and metric, and the paired difference to Ctrl-VI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from composed_vi import io, runner, world_demo
+from composed_vi import tiny_backbones as tb
+from composed_vi.composition import compose
+from composed_vi.errors import ConfigError, check_choice, check_positive_int, fail
+from composed_vi.samplers import smc
+from composed_vi.sampling import sample
+
+KINDS = ("t2v", "i2v", "cam2v", "sim2v")
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  """One benchmark case: a scene assembled from three listed seeds and a camera kind."""
+
+  split: str
+  background_seed: int
+  camera_kind: str
+  camera_seed: int
+  objects_seed: int
+
+  @property
+  def name(self) -> str:
+    return (f"{self.split}-bg{self.background_seed}-{self.camera_kind}-cam{self.camera_seed}"
+            f"-sim{self.objects_seed}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """How a method samples: which experts, which sampler, which option overrides."""
+
+  name: str
+  experts: str  # "composed" or one backbone kind
+  sampler: str  # a key of composed_vi.samplers.METHODS
+  context: bool = True
+  options: tuple = ()  # ((name, value), ...) on top of the sampler's evaluation options
+  description: str = ""
+
+
+METHODS = {m.name: m for m in [
+    Method("t2v", "t2v", "ode", description="text backbone alone (caption)"),
+    Method("i2v", "i2v", "ode", description="image backbone alone (first frame + caption)"),
+    Method("cam2v", "cam2v", "ode", description="camera backbone alone (Pluecker rays)"),
+    Method("sim2v", "sim2v", "ode", description="simulation backbone alone (objects alone)"),
+    Method("average", "composed", "ode",
+           description="velocity averaging of the composed target (Composable Diffusion)"),
+    Method("langevin", "composed", "annealed_langevin",
+           description="annealed Langevin on the composed target (ULA)"),
+    Method("poe_smc", "composed", "poe_smc",
+           description="annealed Langevin + SMC on a context-agreement reward (PoE baseline)"),
+    Method("ctrl_vi", "composed", "ctrl_vi", description="Ctrl-VI (the method)"),
+    Method("ctrl_vi_no_context", "composed", "ctrl_vi", context=False,
+           description="ablation: no context expert"),
+    Method("ctrl_vi_no_repulsion", "composed", "ctrl_vi", options=(("repulsion", 0.0),),
+           description="ablation: repulsion 0"),
+    Method("ctrl_vi_no_annealing", "composed", "ctrl_vi", options=(("anneal", False),),
+           description="ablation: every SVGD step at t_min, same number of steps"),
+    Method("ctrl_vi_kernel_drive", "composed", "ctrl_vi", options=(("drive", "kernel"),),
+           description="ablation: textbook SVGD drive (kernel-averaged scores)"),
+    Method("ctrl_vi_pool_kernel", "composed", "ctrl_vi", options=(("feature_map", "pool"),),
+           description="ablation: kernel on 2x2 average-pooled videos"),
+]}
+
+#: Reported metrics: (name, better direction, label).
+METRICS = (
+    ("first_frame_l1", "lower", "first-frame L1"),
+    ("track_error_px", "lower", "object track error (px)"),
+    ("camera_background_error", "lower", "camera/background L1"),
+    ("consistency_3d", "lower", "3D consistency error"),
+    ("diversity", "higher", "diversity (unspecified)"),
+    ("valid_all", "higher", "valid particles"),
+    ("seconds", "lower", "seconds per case"),
+)
+
+
+# ------------------------------------------------------------------------------- cases
+
+
+def cases(split_config, split: str) -> list[Case]:
+  """The cases of a split: ``backgrounds x cameras x simulations`` in that order.
+
+  ``split_config`` has tuples ``backgrounds`` and ``simulations`` (seeds) and ``cameras``
+  (camera kinds); the camera start pose is drawn from the seed ``camera_seed_base + i`` for
+  the ``i``-th (background, camera) pair, so every case has its own start pose.
+  """
+  from composed_vi.world import scene
+
+  out = []
+  for field in ("backgrounds", "cameras", "simulations"):
+    if not len(split_config[field]):
+      fail(f"splits.{split}.{field}", "a non-empty list", split_config[field])
+  for kind in split_config.cameras:
+    check_choice(f"splits.{split}.cameras", kind, scene.CAMERA_KINDS)
+  pairs = list(itertools.product(split_config.backgrounds, split_config.cameras))
+  for (bg, kind), sim in itertools.product(pairs, split_config.simulations):
+    out.append(Case(split, int(bg), str(kind),
+                     int(split_config.camera_seed_base + pairs.index((bg, kind))), int(sim)))
+  return out
+
+
+def case_example(case: Case, scene_config) -> dict:
+  """The world example of a case (numpy arrays; deterministic)."""
+  from composed_vi.world import dataset, scene
+
+  cam_config = dataclasses.replace(scene_config, camera_kinds=(case.camera_kind,))
+  sc = scene.Scene(scene.sample_camera(jax.random.key(case.camera_seed), cam_config),
+                   scene.sample_objects(jax.random.key(case.objects_seed), scene_config),
+                   scene.sample_background(jax.random.key(case.background_seed)))
+  ex = dataset.example_from_scene(sc, scene_config)
+  return {k: np.asarray(v) for k, v in ex.items()}
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+@smc.target_reward
+def context_reward(x0, target):
+  """PoE-SMC's reward: ``-0.5 mean_V (x0 - c)^2 / sigma_c^2`` with the target's context
+  expert (its last expert) ``c``, ``sigma_c`` and visibility ``V``; ``(N,)``."""
+  ctx = target.experts[-1]
+  c, sigma = ctx.means[0], ctx.stds[0]
+  vis = jnp.broadcast_to(ctx.support if ctx.support is not None else 1.0, c.shape)
+  sq = jnp.sum(vis * jnp.square(x0 - c), axis=tuple(range(1, x0.ndim)))
+  return -0.5 * sq / jnp.maximum(jnp.sum(vis), 1.0) / sigma**2
+
+
+def sampler_options(method: Method, config) -> dict:
+  """The options of ``method`` under an evaluation ``config`` (same levels for every method)."""
+  opts = dict(num_levels=config.num_levels)
+  if method.sampler != "ode":
+    opts["inner_steps"] = config.inner_steps
+  if method.sampler == "poe_smc":
+    opts.update(reward=context_reward, reward_scale=config.poe_smc_reward_scale)
+  extra = dict(method.options)
+  if extra.pop("anneal", True) is False:
+    t_min = 0.02
+    opts["levels"] = (t_min,)
+    opts["inner_steps"] = config.num_levels * config.inner_steps
+    del opts["num_levels"]
+  opts.update(extra)
+  return opts
+
+
+class Sampler:
+  """Loads the backbones once and samples any method on any case (compiled once per method)."""
+
+  def __init__(self, config):
+    self.config = config
+    self.composition = world_demo.Composition.from_config(config).validate()
+    self.backbones = world_demo.load_backbones(config.backbones, KINDS)
+    self.fns = {k: tb.model_fn(spec) for k, (spec, _) in self.backbones.items()}
+
+  def target(self, method: Method, example: dict):
+    if method.experts == "composed":
+      return world_demo.build_target(example, self.backbones, self.composition, self.fns,
+                                     context=method.context)
+    spec, params = self.backbones[method.experts]
+    return compose([tb.expert(spec, params, example,
+                              guidance_scale=self.composition.guidance_scale,
+                              fn=self.fns[method.experts])])
+
+  def __call__(self, method: Method, example: dict, key) -> np.ndarray:
+    target = self.target(method, example)
+    out, _ = sample(key, target, self.config.num_particles, method.sampler,
+                    **sampler_options(method, self.config))
+    return np.asarray(jax.block_until_ready(out))
+
+
+# --------------------------------------------------------------------------------- run
+
+
+def validate(config) -> tuple[list[Case], list[Method]]:
+  """Checks everything that needs no compute; returns the cases and methods to run."""
+  from composed_vi.sampling import build_options
+
+  split = check_choice("split", config.split, tuple(config.splits.keys()))
+  case_list = cases(config.splits[split], split)
+  if config.max_cases:
+    case_list = case_list[:check_positive_int("max_cases", config.max_cases)]
+  names = [m for m in config.methods.split(",") if m]
+  if not names:
+    fail("methods", f"a comma-separated list of {sorted(METHODS)}", config.methods)
+  methods = [METHODS[check_choice("methods", m, tuple(METHODS))] for m in names]
+  check_positive_int("num_particles", config.num_particles)
+  check_positive_int("num_levels", config.num_levels)
+  check_positive_int("inner_steps", config.inner_steps)
+  check_positive_int("gallery_cases", config.gallery_cases, minimum=0)
+  world_demo.Composition.from_config(config).validate()
+  for m in methods:
+    try:
+      build_options(m.sampler, **sampler_options(m, config))
+    except ConfigError as e:
+      raise ConfigError(f"methods[{m.name}]: {e}") from None
+  for kind in KINDS:
+    if not os.path.isdir(config.backbones[kind]):
+      fail(f"backbones.{kind}", "a trained tiny backbone folder", config.backbones[kind])
+  return case_list, methods
+
+
+def _scene_config(config):
+  from composed_vi.world import scene
+
+  return scene.SceneConfig(num_frames=config.world.num_frames, height=config.world.height,
+                           width=config.world.width)
+
+
+def read_rows(path: str) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def run(config, workdir: str) -> dict:
+  """Samples every (case, method) not yet in ``results.jsonl`` and writes the report."""
+  case_list, methods = validate(config)
+  workdir = runner.check_workdir(workdir)
+  runner.check_previous_run(workdir, runner.config_dict(config))
+  os.makedirs(workdir, exist_ok=True)
+  io.write_json(os.path.join(workdir, "config.json"), runner.config_dict(config))
+  results = os.path.join(workdir, "results.jsonl")
+  rows = read_rows(results)
+  done = {(r["case"], r["method"]) for r in rows}
+  todo = [(c, m) for c in case_list for m in methods if (c.name, m.name) not in done]
+  logging.info("%d cases x %d methods: %d rows done, %d to run", len(case_list), len(methods),
+               len(done), len(todo))
+  from composed_vi import world_metrics as wm
+
+  sampler = Sampler(config) if todo else None
+  scene_config = _scene_config(config)
+  gallery = {c.name for c in case_list[:config.gallery_cases]}
+  t_start = time.perf_counter()
+  compiled = set()  # methods already compiled in this process
+  for ci, case in enumerate(case_list):
+    pending = [m for m in methods if (case.name, m.name) not in done]
+    if not pending:
+      continue
+    example = case_example(case, scene_config)
+    key = jax.random.fold_in(jax.random.key(config.seed), ci)
+    for method in pending:
+      t0 = time.perf_counter()
+      samples = sampler(method, example, key)
+      seconds = time.perf_counter() - t0
+      metrics = wm.all_metrics(samples, example)
+      # The first call of a method in a process includes its compilation.
+      rows.append(dict(case=case.name, case_index=ci, method=method.name, seconds=seconds,
+                       includes_compile=method.name not in compiled, **metrics))
+      compiled.add(method.name)
+      if case.name in gallery:
+        io.write_npz(os.path.join(workdir, "gallery", case.name, f"{method.name}.npz"),
+                     samples=samples.astype(np.float16))
+      io.write_text(results, "".join(json.dumps(r) + "\n" for r in rows))
+      left = sum(1 for c in case_list[ci + 1:] for m in methods
+                 if (c.name, m.name) not in done) + len(pending) - pending.index(method) - 1
+      elapsed = time.perf_counter() - t_start
+      logging.info("case %d/%d %s %-22s %.1f s | first-frame %.3f track %.2f px bg %.3f "
+                   "div %.3f | %d rows left, elapsed %.0f s", ci + 1, len(case_list),
+                   case.name, method.name, seconds, metrics["first_frame_l1"],
+                   metrics["track_error_px"], metrics["camera_background_error"],
+                   metrics["diversity"], left, elapsed)
+  from composed_vi import evaluation_report
+
+  return evaluation_report.write(workdir, config, case_list, methods, rows, scene_config)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def bootstrap_interval(values, num_resamples: int = 2000, seed: int = 0, level: float = 0.95):
+  """``(mean, low, high)`` of ``values`` (NaNs dropped) with a percentile bootstrap interval.
+
+  Deterministic for a given ``seed``; ``(nan, nan, nan)`` for no finite value.
+  """
+  v = np.asarray(values, np.float64)
+  v = v[np.isfinite(v)]
+  if v.size == 0:
+    return float("nan"), float("nan"), float("nan")
+  rng = np.random.default_rng(seed)
+  means = v[rng.integers(0, v.size, (num_resamples, v.size))].mean(axis=1)
+  a = (1 - level) / 2
+  return float(v.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
+def _value(row: dict, metric: str) -> float:
+  """A row's metric; ``seconds`` of a row that includes compilation counts as missing."""
+  if metric == "seconds" and row.get("includes_compile"):
+    return float("nan")
+  return float(row.get(metric, float("nan")))
+
+
+def aggregate(rows: list[dict], methods, metrics=METRICS, reference: str = "ctrl_vi",
+              num_resamples: int = 2000, seed: int = 0) -> dict:
+  """Per method and metric: ``mean``, 95% ``low``/``high`` over cases, ``n`` (finite cases),
+  and ``diff``/``diff_low``/``diff_high``: the paired difference ``method - reference`` over
+  the cases both have (only when ``reference`` was run)."""
+  by = {}
+  for r in rows:
+    by.setdefault(r["method"], {})[r["case"]] = r
+  out = {}
+  for m in methods:
+    name = m if isinstance(m, str) else m.name
+    per_case = by.get(name, {})
+    out[name] = {}
+    for metric, _, _ in metrics:
+      vals = [_value(per_case[c], metric) for c in sorted(per_case)]
+      mean, lo, hi = bootstrap_interval(vals, num_resamples, seed)
+      entry = dict(mean=mean, low=lo, high=hi,
+                   n=int(np.sum(np.isfinite(np.asarray(vals, np.float64)))))
+      ref = by.get(reference, {})
+      common = sorted(set(per_case) & set(ref))
+      if name != reference and common:
+        d = [_value(per_case[c], metric) - _value(ref[c], metric) for c in common]
+        entry["diff"], entry["diff_low"], entry["diff_high"] = bootstrap_interval(
+            d, num_resamples, seed)
+      out[name][metric] = entry
+  return out

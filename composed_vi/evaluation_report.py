@@ -1,0 +1,176 @@
+"""The report of ``experiments/evaluate.py``: table (markdown + JSON), plots, HTML gallery.
+
+Files written to the workdir (atomically):
+
+- ``table.json``: per method and metric the mean over cases, its 95% bootstrap interval, the
+  number of cases, and the paired difference to Ctrl-VI with its interval; plus the cases,
+  methods and the command that reproduces it;
+- ``table.md``: the same as a markdown table (``mean [low, high]``), and a paired table of
+  differences to Ctrl-VI marked better / worse / tied (interval containing 0);
+- ``metrics.png``: one panel per metric, a bar per method with its interval;
+- ``gallery/index.html``: for the first ``gallery_cases`` cases, the inputs, the ground truth and
+  every method's particles side by side (one GIF per method, particles left to right).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from composed_vi import evaluation as ev
+from composed_vi import io, media
+
+
+def _fmt(x: float, metric: str) -> str:
+  if not np.isfinite(x):
+    return "n/a"
+  if metric in ("track_error_px", "seconds"):
+    return f"{x:.2f}"
+  return f"{x:.3f}"
+
+
+def verdict(entry: dict, better: str) -> str:
+  """``better``/``worse``/``tied`` of a method against Ctrl-VI from the paired interval."""
+  lo, hi = entry.get("diff_low", np.nan), entry.get("diff_high", np.nan)
+  if not (np.isfinite(lo) and np.isfinite(hi)):
+    return "n/a"
+  if lo <= 0 <= hi:
+    return "tied"
+  method_lower = hi < 0
+  return "better" if method_lower == (better == "lower") else "worse"
+
+
+def markdown(table: dict, methods, command: str, num_cases: int) -> str:
+  names = [m.name for m in methods]
+  lines = [f"Mean over {num_cases} cases, [95% bootstrap interval over cases]. Reproduce: "
+           f"`{command}`", ""]
+  head = "| method | " + " | ".join(
+      f"{label} {'↓' if better == 'lower' else '↑'}" for _, better, label in ev.METRICS) + " |"
+  lines += [head, "|" + "---|" * (len(ev.METRICS) + 1)]
+  for name in names:
+    cells = []
+    for metric, _, _ in ev.METRICS:
+      e = table[name][metric]
+      cells.append(f"{_fmt(e['mean'], metric)} [{_fmt(e['low'], metric)}, "
+                   f"{_fmt(e['high'], metric)}]")
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  if "ctrl_vi" in names:
+    lines += ["", "Paired difference to Ctrl-VI (method minus Ctrl-VI, same cases and seeds), "
+              "[95% interval]; *better*/*worse* is the method against Ctrl-VI, *tied* when the "
+              "interval holds 0.", ""]
+    lines += ["| method | " + " | ".join(label for _, _, label in ev.METRICS[:-1]) + " |",
+              "|" + "---|" * len(ev.METRICS)]
+    for name in names:
+      if name == "ctrl_vi":
+        continue
+      cells = []
+      for metric, better, _ in ev.METRICS[:-1]:
+        e = table[name][metric]
+        if "diff" not in e:
+          cells.append("n/a")
+          continue
+        cells.append(f"{_fmt(e['diff'], metric)} [{_fmt(e['diff_low'], metric)}, "
+                     f"{_fmt(e['diff_high'], metric)}] {verdict(e, better)}")
+      lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  lines += ["", "Methods:", ""]
+  lines += [f"- `{m.name}`: {m.description}" for m in methods]
+  return "\n".join(lines) + "\n"
+
+
+def plot(path: str, table: dict, methods) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  names = [m.name for m in methods]
+  metrics = ev.METRICS
+  cols = 3
+  rows = -(-len(metrics) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 0.28 * len(names) * rows + 1.5))
+  axes = np.atleast_1d(axes).ravel()
+  for ax, (metric, better, label) in zip(axes, metrics):
+    means = np.array([table[n][metric]["mean"] for n in names])
+    lo = np.array([table[n][metric]["low"] for n in names])
+    hi = np.array([table[n][metric]["high"] for n in names])
+    y = np.arange(len(names))
+    colours = ["tab:red" if n == "ctrl_vi" else ("tab:orange" if n.startswith("ctrl_vi")
+                                                 else "tab:blue") for n in names]
+    ax.barh(y, np.nan_to_num(means), color=colours,
+            xerr=np.nan_to_num(np.stack([means - lo, hi - means])), capsize=2)
+    ax.set_yticks(y, names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_title(f"{label} ({better} is better)", fontsize=9)
+    ax.tick_params(axis="x", labelsize=7)
+  for ax in axes[len(metrics):]:
+    ax.axis("off")
+  fig.tight_layout()
+  io.write_figure(path, fig, dpi=110)
+  plt.close(fig)
+
+
+def _tile(samples: np.ndarray) -> np.ndarray:
+  """``(N, T, H, W, 3)`` -> ``(T, H, N * W + gaps, 3)``: particles left to right."""
+  n, t, h, w, c = samples.shape
+  gap = np.ones((t, h, 1, c), np.float32)
+  parts = []
+  for i in range(n):
+    parts.append(samples[i])
+    if i < n - 1:
+      parts.append(gap)
+  return np.concatenate(parts, axis=2)
+
+
+def gallery(workdir: str, case_list, methods, scene_config) -> str | None:
+  """``gallery/index.html``: every gallery case, every method side by side."""
+  folder = os.path.join(workdir, "gallery")
+  sections = []
+  for case in case_list:
+    case_dir = os.path.join(folder, case.name)
+    have = [m for m in methods if os.path.exists(os.path.join(case_dir, f"{m.name}.npz"))]
+    if not have:
+      continue
+    example = ev.case_example(case, scene_config)
+    sim = example["sim_rgba"]
+    sim_rgb = sim[..., :3] * sim[..., 3:] + (1 - sim[..., 3:])
+    media.write_png(os.path.join(case_dir, "first_frame.png"), example["first_frame"],
+                    upscale=4)
+    media.write_gif(os.path.join(case_dir, "ground_truth.gif"), example["video"], upscale=4)
+    media.write_gif(os.path.join(case_dir, "simulation.gif"), sim_rgb, upscale=4)
+    media.write_gif(os.path.join(case_dir, "context.gif"), example["context"], upscale=4)
+    items = [dict(label="first frame", image=f"{case.name}/first_frame.png"),
+             dict(label="simulation input", gif=f"{case.name}/simulation.gif"),
+             dict(label="3D-cache context", gif=f"{case.name}/context.gif"),
+             dict(label="ground truth", gif=f"{case.name}/ground_truth.gif")]
+    for m in have:
+      with np.load(os.path.join(case_dir, f"{m.name}.npz")) as z:
+        samples = z["samples"].astype(np.float32)
+      media.write_gif(os.path.join(case_dir, f"{m.name}.gif"), _tile(samples), upscale=4)
+      items.append(dict(label=f"{m.name}: {m.description}", gif=f"{case.name}/{m.name}.gif"))
+    sections.append(dict(heading=f"{case.name} (camera {case.camera_kind})", items=items))
+  if not sections:
+    return None
+  return media.write_html(os.path.join(folder, "index.html"),
+                          "composed_vi evaluation: every method on the same case", sections)
+
+
+def write(workdir: str, config, case_list, methods, rows, scene_config) -> dict:
+  """Writes ``table.json``, ``table.md``, ``metrics.png`` and the gallery; returns the table."""
+  names = {c.name for c in case_list}
+  rows = [r for r in rows if r["case"] in names and r["method"] in {m.name for m in methods}]
+  table = ev.aggregate(rows, methods)
+  command = (f"python -m experiments.evaluate --config=configs/evaluate.py"
+             f"{':' + config.variant if config.get('variant') else ''} "
+             f"--workdir=<dir>" + "".join(f" --config.{k}={v}" for k, v in (
+                 ("split", config.split),) if config.split != "test"))
+  io.write_json(os.path.join(workdir, "table.json"), dict(
+      table=table, cases=[c.name for c in case_list], methods=[m.name for m in methods],
+      metrics=[m for m, _, _ in ev.METRICS], num_particles=config.num_particles,
+      num_levels=config.num_levels, command=command, rows=len(rows)))
+  text = markdown(table, methods, command, len(case_list))
+  io.write_text(os.path.join(workdir, "table.md"), text)
+  plot(os.path.join(workdir, "metrics.png"), table, methods)
+  gallery(workdir, case_list[:config.gallery_cases], methods, scene_config)
+  print(text)
+  return table

@@ -1,0 +1,56 @@
+"""The comparison of methods and ablations on the built-in world (composed_vi.evaluation).
+
+  python -m experiments.evaluate --config=configs/evaluate.py --workdir=workdir/evaluate
+  python -m experiments.evaluate --config=configs/evaluate.py:smoke --workdir=/tmp/eval
+
+Cases are ``backgrounds x cameras x simulations`` of a split, all from the seeds listed here.
+``test`` (48 cases) is held out: the demo's composition defaults and every sampler setting
+below were chosen on ``dev`` (and on the demo scene) only. The world's training data come from
+``jax.random.fold_in(key(1), i)`` splits (configs/train_tiny.py), never from these seeds.
+"""
+
+import ml_collections
+
+from composed_vi.evaluation import METHODS
+from configs import world_demo
+
+
+def get_config(arg=None):
+  demo = world_demo.get_config()
+  c = ml_collections.ConfigDict()
+  c.experiment = "evaluate"
+  c.variant = arg or ""
+  c.seed = 0
+  c.split = "test"
+  c.max_cases = 0  # 0: every case of the split
+  c.methods = ",".join(METHODS)
+  c.num_particles = 4
+  c.num_levels = demo.num_levels
+  c.inner_steps = demo.sampler.inner_steps
+  c.poe_smc_reward_scale = 10.0
+  c.gallery_cases = 3
+  c.world = ml_collections.ConfigDict(demo.world.to_dict())
+  del c.world["scene_seed"]
+  c.backbones = ml_collections.ConfigDict(dict(
+      t2v="assets/backbones/t2v", i2v="assets/backbones/i2v", cam2v="assets/backbones/cam2v",
+      sim2v="assets/backbones/sim2v"))
+  for name in ("camera_weight", "sim_weight", "context_weight", "context_sigma",
+               "object_dilation", "guidance_scale"):
+    c[name] = demo[name]
+  c.splits = ml_collections.ConfigDict(dict(
+      dev=dict(backgrounds=(11, 12), cameras=("static", "pan_left", "dolly_in", "orbit"),
+               simulations=(21,), camera_seed_base=3100),
+      test=dict(backgrounds=(101, 102, 103, 104),
+                cameras=("static", "pan_left", "pan_right", "dolly_in", "dolly_out", "orbit"),
+                simulations=(201, 202), camera_seed_base=5100),
+  ))
+  if arg == "smoke":
+    c.max_cases = 2
+    c.num_particles = 2
+    c.num_levels = 3
+    c.inner_steps = 1
+    c.gallery_cases = 1
+    c.methods = "i2v,average,poe_smc,ctrl_vi,ctrl_vi_no_annealing"
+  elif arg not in (None, ""):
+    raise ValueError(f"config argument: expected '' or 'smoke', got {arg!r}")
+  return c

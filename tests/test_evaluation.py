@@ -1,0 +1,165 @@
+"""The evaluation (composed_vi.evaluation): cases, statistics, the PoE reward, a resumed run."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from composed_vi import evaluation as ev
+from composed_vi import evaluation_report as report
+from composed_vi import experts
+from composed_vi.composition import compose
+from composed_vi.errors import ConfigError
+from composed_vi.sampling import sample
+from configs import evaluate as eval_config
+
+
+def test_splits_are_factorial_and_disjoint():
+  config = eval_config.get_config()
+  test = ev.cases(config.splits.test, "test")
+  dev = ev.cases(config.splits.dev, "dev")
+  assert len(test) >= 40
+  assert len(test) == (len(config.splits.test.backgrounds) * len(config.splits.test.cameras)
+                       * len(config.splits.test.simulations))
+  assert len({c.name for c in test}) == len(test)
+  # The held-out split shares no seed with the split the defaults were chosen on.
+  for field in ("background_seed", "camera_seed", "objects_seed"):
+    assert not {getattr(c, field) for c in test} & {getattr(c, field) for c in dev}, field
+  assert {c.camera_kind for c in test} == set(config.splits.test.cameras)
+
+
+def test_case_example_is_deterministic_and_has_its_camera_kind():
+  from composed_vi.world import scene
+
+  config = eval_config.get_config()
+  case = ev.cases(config.splits.test, "test")[2]
+  scene_config = ev._scene_config(config)
+  a = ev.case_example(case, scene_config)
+  b = ev.case_example(case, scene_config)
+  np.testing.assert_array_equal(a["video"], b["video"])
+  assert int(a["camera_kind"]) == scene.CAMERA_KINDS.index(case.camera_kind)
+
+
+def test_bootstrap_interval_known_answers():
+  mean, lo, hi = ev.bootstrap_interval([2.0] * 10)
+  assert (mean, lo, hi) == (2.0, 2.0, 2.0)
+  values = np.random.default_rng(0).normal(1.0, 1.0, 400)
+  mean, lo, hi = ev.bootstrap_interval(values)
+  assert mean == pytest.approx(values.mean())
+  half = 1.96 * values.std() / np.sqrt(values.size)  # the normal interval, for comparison
+  assert lo < mean < hi
+  assert (hi - lo) / 2 == pytest.approx(half, rel=0.15)
+  # NaNs are dropped; all-NaN gives NaN; the same seed gives the same interval.
+  assert ev.bootstrap_interval([1.0, np.nan, 3.0])[0] == 2.0
+  assert np.isnan(ev.bootstrap_interval([np.nan])[0])
+  assert ev.bootstrap_interval(values, seed=3) == ev.bootstrap_interval(values, seed=3)
+
+
+def test_aggregate_paired_difference_and_verdict():
+  rows = []
+  for i in range(6):
+    base = dict(first_frame_l1=0.1 * i, track_error_px=float(i), diversity=0.5)
+    rows.append(dict(case=f"c{i}", method="ctrl_vi", seconds=1.0, **base))
+    worse = dict(base, first_frame_l1=0.1 * i + 0.25, diversity=0.5)
+    rows.append(dict(case=f"c{i}", method="average", seconds=2.0, includes_compile=i == 0,
+                     **worse))
+  table = ev.aggregate(rows, ["ctrl_vi", "average"])
+  e = table["average"]["first_frame_l1"]
+  assert e["diff"] == pytest.approx(0.25)
+  assert e["diff_low"] == pytest.approx(0.25) and e["diff_high"] == pytest.approx(0.25)
+  assert report.verdict(e, "lower") == "worse"
+  assert report.verdict(table["average"]["diversity"], "higher") == "tied"
+  assert table["ctrl_vi"]["track_error_px"]["mean"] == pytest.approx(2.5)
+  # A row that includes compilation does not count towards the time.
+  assert table["average"]["seconds"]["n"] == 5
+  assert "diff" not in table["ctrl_vi"]["first_frame_l1"]
+  assert report.verdict(dict(diff_low=-0.3, diff_high=-0.1), "higher") == "worse"
+  assert report.verdict(dict(diff_low=-0.3, diff_high=-0.1), "lower") == "better"
+
+
+def test_context_reward_reads_the_target():
+  shape = (2, 3, 3, 3)
+  c = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+  vis = np.zeros(shape[:-1] + (1,), np.float32)
+  vis[0] = 1.0
+  target = compose([experts.Gaussian(np.zeros(shape), 1.0),
+                    experts.Context(c, 0.5, visibility=vis)])
+  x0 = np.random.default_rng(1).normal(size=(4,) + shape).astype(np.float32)
+  got = np.asarray(ev.context_reward(jnp.asarray(x0), target))
+  v = np.broadcast_to(vis, shape)
+  want = -0.5 * np.sum(v * (x0 - c) ** 2, axis=(1, 2, 3, 4)) / v.sum() / 0.25
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_poe_smc_with_a_target_reward_pulls_towards_the_context():
+  shape = (8,)
+  target = compose([experts.GaussianMixture(np.stack([-np.ones(shape), np.ones(shape)]),
+                                            np.array([0.2, 0.2])),
+                    experts.Context(np.ones(shape), 2.0)])
+  key = jax.random.key(0)
+  plain, _ = sample(key, target, 64, "poe_smc", num_levels=16, inner_steps=1)
+  tilted, _ = sample(key, target, 64, "poe_smc", num_levels=16, inner_steps=1,
+                     reward=ev.context_reward, reward_scale=50.0)
+  near = lambda x: float(np.mean(np.asarray(x).mean(axis=1) > 0))  # noqa: E731
+  assert near(tilted) > near(plain)
+  assert near(tilted) > 0.9
+
+
+def test_sampler_options_of_the_ablations():
+  config = eval_config.get_config()
+  no_anneal = ev.sampler_options(ev.METHODS["ctrl_vi_no_annealing"], config)
+  assert no_anneal["levels"] == (0.02,)
+  assert no_anneal["inner_steps"] == config.num_levels * config.inner_steps
+  assert ev.sampler_options(ev.METHODS["ctrl_vi_no_repulsion"], config)["repulsion"] == 0.0
+  assert "inner_steps" not in ev.sampler_options(ev.METHODS["average"], config)
+  assert ev.sampler_options(ev.METHODS["poe_smc"], config)["reward"] is ev.context_reward
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("methods", "ctrl_vi,nope", "methods"),
+    ("split", "train", "split"),
+    ("num_particles", 0, "num_particles"),
+    ("backbones.t2v", "/nonexistent", "backbones.t2v"),
+])
+def test_bad_config_is_refused_by_field(tmp_path, field, value, match):
+  config = eval_config.get_config("smoke")
+  with config.unlocked():
+    if field.startswith("backbones."):
+      config.backbones[field.split(".")[1]] = value
+    else:
+      config[field] = value
+  with pytest.raises(ConfigError, match=match):
+    ev.run(config, str(tmp_path / "w"))
+  assert not (tmp_path / "w").exists()
+
+
+def test_smoke_run_writes_the_report_and_resumes(tmp_path):
+  config = eval_config.get_config("smoke")
+  with config.unlocked():
+    config.max_cases = 1
+    config.methods = "i2v,ctrl_vi"
+  workdir = str(tmp_path / "eval")
+  table = ev.run(config, workdir)
+  for name in ("results.jsonl", "table.md", "table.json", "metrics.png", "config.json",
+               "gallery/index.html"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  rows = ev.read_rows(os.path.join(workdir, "results.jsonl"))
+  assert [r["method"] for r in rows] == ["i2v", "ctrl_vi"]
+  assert np.isfinite(table["ctrl_vi"]["first_frame_l1"]["mean"])
+  with open(os.path.join(workdir, "table.json")) as f:
+    saved = json.load(f)
+  assert saved["methods"] == ["i2v", "ctrl_vi"] and saved["rows"] == 2
+  html = open(os.path.join(workdir, "gallery", "index.html")).read()
+  assert "ctrl_vi" in html and "ground_truth.gif" in html
+  # A rerun resumes: nothing is sampled again, the rows are unchanged.
+  before = open(os.path.join(workdir, "results.jsonl")).read()
+  ev.run(config, workdir)
+  assert open(os.path.join(workdir, "results.jsonl")).read() == before
+  # Another config on the same workdir is refused, naming the field.
+  with config.unlocked():
+    config.seed = 5
+  with pytest.raises(ConfigError, match="seed"):
+    ev.run(config, workdir)
