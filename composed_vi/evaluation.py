@@ -48,6 +48,10 @@ from composed_vi.sampling import sample
 
 KINDS = ("t2v", "i2v", "cam2v", "sim2v")
 
+#: Fields that may change when a run is resumed: rows are keyed by (case, method), so methods
+#: and cases can be added to a finished run and the report covers what the config names.
+RESUMABLE_FIELDS = ("methods", "max_cases", "gallery_cases")
+
 
 @dataclasses.dataclass(frozen=True)
 class Case:
@@ -255,7 +259,7 @@ def run(config, workdir: str) -> dict:
   """Samples every (case, method) not yet in ``results.jsonl`` and writes the report."""
   case_list, methods = validate(config)
   workdir = runner.check_workdir(workdir)
-  runner.check_previous_run(workdir, runner.config_dict(config))
+  runner.check_previous_run(workdir, runner.config_dict(config), RESUMABLE_FIELDS)
   os.makedirs(workdir, exist_ok=True)
   io.write_json(os.path.join(workdir, "config.json"), runner.config_dict(config))
   results = os.path.join(workdir, "results.jsonl")

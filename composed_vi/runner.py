@@ -100,14 +100,15 @@ def check_workdir(workdir: str) -> str:
   return path
 
 
-def check_previous_run(workdir: str, resolved: dict) -> None:
-  """Refuses a workdir whose ``config.json`` differs from ``resolved`` (naming the fields)."""
+def check_previous_run(workdir: str, resolved: dict, resumable=RESUMABLE_FIELDS) -> None:
+  """Refuses a workdir whose ``config.json`` differs from ``resolved`` (naming the fields)
+  in any field but the ``resumable`` ones."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return
   with open(path) as f:
     old = json.load(f)
-  diffs = config_diff(old, resolved)
+  diffs = config_diff(old, resolved, ignore=resumable)
   if diffs:
     raise ConfigError(
         f"workdir: expected a new folder or one holding a run of the same config, got "

@@ -158,6 +158,14 @@ def test_smoke_run_writes_the_report_and_resumes(tmp_path):
   before = open(os.path.join(workdir, "results.jsonl")).read()
   ev.run(config, workdir)
   assert open(os.path.join(workdir, "results.jsonl")).read() == before
+  # Adding a method to the finished run samples only that method's rows.
+  with config.unlocked():
+    config.methods = "i2v,ctrl_vi,average"
+  table = ev.run(config, workdir)
+  rows = ev.read_rows(os.path.join(workdir, "results.jsonl"))
+  assert [r["method"] for r in rows] == ["i2v", "ctrl_vi", "average"]
+  assert open(os.path.join(workdir, "results.jsonl")).read().startswith(before)
+  assert set(table) == {"i2v", "ctrl_vi", "average"}
   # Another config on the same workdir is refused, naming the field.
   with config.unlocked():
     config.seed = 5
