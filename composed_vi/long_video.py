@@ -29,8 +29,9 @@ Controls of segment ``k`` (:func:`segment_example`):
   pins the background seen at the start.
 
 Variants (:data:`VARIANTS`): ``context`` (ours: last frame + 3D context of the original first
-frame), ``last_frame_only`` (no context expert) and ``context_from_last`` (the context lifted
-from each particle's previous last frame with the ground-truth depth of that frame).
+frame), ``last_frame_only`` (no context: the context expert's weight is 0) and
+``context_from_last`` (the context lifted from each particle's previous last frame with the
+ground-truth depth of that frame).
 
 The particles of one Ctrl-VI population are the ``N`` chains: they share the camera,
 simulation and context controls but not the first frame, so the image backbone sees a
@@ -64,11 +65,12 @@ from flax import struct
 from composed_vi import io, media, world_demo
 from composed_vi import tiny_backbones as tb
 from composed_vi.errors import (
-    check_choice,
-    check_positive_float,
-    check_positive_int,
-    fail,
+  check_choice,
+  check_positive_float,
+  check_positive_int,
+  fail,
 )
+from composed_vi.evaluation import bootstrap_interval
 from composed_vi.experts import Expert
 
 VARIANTS = ("context", "last_frame_only", "context_from_last")
@@ -144,30 +146,8 @@ def render_path(scene, extrinsics, config):
   """:func:`composed_vi.world.render.render` along given extrinsics ``(L, 3, 4)``
   (``config.num_frames == L``; the simulation runs over the ``L`` frames)."""
   from composed_vi.world import render as render_lib
-  from composed_vi.world import scene as scene_lib
 
-  K = scene_lib.intrinsics(config)
-  positions = scene_lib.simulate(scene.objects, config)
-  offsets = render_lib.pixel_offsets(1)
-  if config.antialias > 1:
-    offsets = np.concatenate([render_lib.pixel_offsets(config.antialias), offsets])
-  uv = render_lib.pixel_coordinates(config.height, config.width, offsets)
-  num_samples = max(offsets.shape[0] - 1, 1)
-
-  def frame(extrinsic, centres):
-    cam, dirs = render_lib.camera_rays(K, extrinsic, uv)
-    hits = render_lib.trace(cam, dirs, centres, scene.objects, scene.background, config.shadows)
-    samples = jax.tree.map(lambda x: x[:, :, :num_samples], hits)
-    alpha = jnp.mean(samples["object_hit"].astype(jnp.float32), -1)
-    sim_rgb = jnp.mean(samples["object_rgb"], -2)
-    return (jnp.mean(samples["rgb"], -2), hits["depth"][:, :, -1], hits["object_id"][:, :, -1],
-            jnp.concatenate([sim_rgb, alpha[..., None]], -1), hits["object_depth"][:, :, -1])
-
-  rgb, depth, ids, sim_rgba, sim_depth = jax.vmap(frame)(extrinsics, positions)
-  masks = (ids[..., None] == jnp.arange(config.max_objects)).astype(jnp.float32)
-  tracks, visible = render_lib.object_tracks(K, extrinsics, positions, scene.objects, config)
-  return render_lib.Render(rgb, depth, ids, masks, tracks, visible, sim_rgba, sim_depth, K,
-                           extrinsics, positions)
+  return render_lib.render(scene, config, extrinsics)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "path", "segment_frames"))
@@ -351,12 +331,16 @@ def segment_target(example: dict, first_frames, variant: str, backbones: dict,
                                     int(example.get("splat_supersample", 2)))
     contexts = np.asarray(ctx) * np.asarray(vis)[None]
     example["context"], example["visibility"] = contexts[0], np.asarray(vis)
-  use_context = variant != "last_frame_only"
-  if use_context and composition.context_weight <= 0:
-    fail("context_weight", f"a weight > 0 for the variant {variant!r}",
+  if composition.context_weight <= 0:
+    fail("context_weight", "a weight > 0 (the context expert is part of every variant's target)",
          composition.context_weight)
-  target = world_demo.build_target(example, backbones, composition, fns=fns, context=use_context)
-  experts = list(target.experts)
+  target = world_demo.build_target(example, backbones, composition, fns=fns, context=True)
+  experts, weights = list(target.experts), list(target.weights)
+  if variant == "last_frame_only":
+    # The context expert stays with weight 0: it adds exactly 0 to the composed velocity and
+    # score and nothing to the total weight (the target is the one without it), and every
+    # variant keeps one pytree structure, so the jitted sampler compiles once.
+    weights[-1] = jnp.zeros_like(weights[-1])
   i2v = world_demo.BACKBONES.index("i2v")
   spec = backbones["i2v"][0]
   video = np.zeros((n,) + tuple(example["video"].shape), np.float32)
@@ -364,7 +348,7 @@ def segment_target(example: dict, first_frames, variant: str, backbones: dict,
   experts[i2v] = PerParticle(experts[i2v], jnp.asarray(conditions), "condition")
   if contexts is not None:
     experts[-1] = PerParticle(experts[-1], jnp.asarray(contexts)[:, None], "means")
-  return target.replace(experts=tuple(experts))
+  return target.replace(experts=tuple(experts), weights=tuple(weights))
 
 
 def chain(key, segments: list, variant: str, num_particles: int, backbones: dict,
@@ -455,19 +439,6 @@ def context_floor(segments: list, return_frames: int = 3, margin: int = 1) -> fl
   mask = background_mask(last, margin)
   r = min(int(return_frames), last["video"].shape[0] - 1)
   return _masked_l1(last["background_context"][-r:], last["video"][-r:], mask[-r:])
-
-
-def bootstrap_interval(values, num_resamples: int = 2000, seed: int = 0, level: float = 0.95):
-  """``(mean, low, high)`` of ``values`` (NaNs dropped) with a percentile bootstrap interval of
-  the mean; deterministic for a given ``seed``."""
-  v = np.asarray(values, np.float64)
-  v = v[np.isfinite(v)]
-  if v.size == 0:
-    return float("nan"), float("nan"), float("nan")
-  rng = np.random.default_rng(seed)
-  means = v[rng.integers(0, v.size, (num_resamples, v.size))].mean(axis=1)
-  a = (1 - level) / 2
-  return float(v.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
 def _mean_over_particles(per_particle: list) -> dict:
@@ -563,8 +534,8 @@ def validate(config) -> Settings:
   for i, v in enumerate(variants):
     check_choice(f"variants[{i}]", v, VARIANTS)
   composition = world_demo.Composition.from_config(config).validate()
-  if composition.context_weight <= 0 and any(v != "last_frame_only" for v in variants):
-    fail("context_weight", "a weight > 0 (the context variants need the context expert)",
+  if composition.context_weight <= 0:
+    fail("context_weight", "a weight > 0 (last_frame_only is the variant without context)",
          composition.context_weight)
   folders = {k: config.backbones[k] for k in world_demo.BACKBONES}
   for name in world_demo.BACKBONES:
@@ -582,6 +553,8 @@ def run(config, workdir: str, log: Callable = print) -> dict:
   truth and particle 0 of each variant, alone and side by side) to ``workdir``."""
   import time
 
+  from composed_vi.world import controls
+
   settings = validate(config)
   backbones = world_demo.load_backbones(settings.backbone_folders)
   fns = {k: tb.model_fn(spec) for k, (spec, _) in backbones.items()}
@@ -592,8 +565,6 @@ def run(config, workdir: str, log: Callable = print) -> dict:
   for si, scene_seed in enumerate(settings.scene_seeds):
     truth = long_ground_truth(jax.random.key(scene_seed), settings.world, path)
     segments = [segment_example(truth, k, path) for k in range(path.num_segments)]
-    from composed_vi.world import controls
-
     record = dict(scene_seed=scene_seed,
                   captions=[controls.detokenize(s["caption_tokens"]) for s in segments],
                   context_floor=context_floor(segments, settings.return_frames),

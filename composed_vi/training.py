@@ -2,10 +2,10 @@
 
 The data set is rendered once from the world (``config.data``: a seed and a number of
 examples), the model is the tiny Wan DiT of :mod:`composed_vi.tiny_backbones`, the loss is the
-rectified-flow regression of the preconditioned ``x0`` (``spec.prediction = "x0_precond"``:
-the unit-variance target ``(x0 - c_skip x_t) / c_out`` of :func:`composed_vi.paths.preconditioning`;
-the expert turns the prediction into the velocity), of ``x0`` or of the velocity ``eps - x0``,
-with ``t`` from a logit-normal,
+rectified-flow regression of ``x0`` (``spec.prediction = "x0"``; the expert turns it into the
+velocity ``(x_t - x0) / t``), of the preconditioned ``x0`` (``"x0_precond"``: the unit-variance
+target ``(x0 - c_skip x_t) / c_out`` of :func:`composed_vi.paths.preconditioning`) or of the
+velocity ``eps - x0``, with ``t`` from a logit-normal,
 the optimiser AdamW with warmup and cosine decay. Orbax checkpoints every ``checkpoint_every``
 steps (resumed when the workdir holds one); ``loss.jsonl`` and
 ``loss.png``; the final backbone is exported to ``config.export_dir``.

@@ -17,17 +17,17 @@ def get_config(arg=None):
   c.experiment = "train_tiny"
   c.kind = kind
   c.seed = 0
-  c.num_steps = 1200
+  c.num_steps = 1000
   c.batch_size = 16
   c.learning_rate = 2e-3
   c.checkpoint_every = 250
   c.log_every = 25
   c.export_dir = f"assets/backbones/{kind}"
-  c.data = ml_collections.ConfigDict(dict(seed=1, num_examples=2048, num_frames=12, height=32,
+  c.data = ml_collections.ConfigDict(dict(seed=1, num_examples=1024, num_frames=12, height=32,
                                           width=32))
   c.model = ml_collections.ConfigDict(dict(dim=48, num_heads=3, num_layers=3, ffn_dim=96,
                                            patch_size=(2, 4, 4), text_dim=32,
-                                           prediction="x0_precond", sigma_data=0.4))
+                                           prediction="x0", sigma_data=0.4))
   if "smoke" in parts:
     c.num_steps = 4
     c.batch_size = 2

@@ -308,10 +308,12 @@ def object_tracks(intrinsics, extrinsics, positions, objects, config: SceneConfi
   return uv, inside & unoccluded & objects.valid
 
 
-def render(scene: Scene, config: SceneConfig) -> Render:
-  """Renders a scene along its camera path (jit with ``config`` static)."""
+def render(scene: Scene, config: SceneConfig, extrinsics=None) -> Render:
+  """Renders a scene along its camera path (jit with ``config`` static), or along given
+  ``extrinsics`` ``(config.num_frames, 3, 4)`` (e.g. a long path made of several segments);
+  the simulation runs over ``config.num_frames`` frames either way."""
   K = scene_lib.intrinsics(config)
-  extr = scene_lib.extrinsics(scene.camera, config)
+  extr = scene_lib.extrinsics(scene.camera, config) if extrinsics is None else extrinsics
   positions = scene_lib.simulate(scene.objects, config)
   # One cast per frame: the anti-aliasing sub-samples, then the pixel centre (last).
   offsets = pixel_offsets(1)
