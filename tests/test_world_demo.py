@@ -100,3 +100,27 @@ def test_demo_end_to_end_and_page_renders(tmp_path):
                       config="configs/world_demo.py:smoke")
   assert missing.returncode == 2 and "backbones.i2v" in missing.stderr
   assert not os.path.exists(tmp_path / "demo2")
+
+
+def test_training_smoke_x0_precond(tmp_path, example):
+  """The preconditioned parameterisation trains and its expert gives finite velocities."""
+  config = train_tiny.get_config("i2v,smoke")
+  config.model.prediction = "x0_precond"
+  config.export_dir = str(tmp_path / "export")
+  summary = training.train(config, str(tmp_path / "run"))
+  assert np.isfinite(summary["final_loss"])
+  spec, params = tb.load(str(tmp_path / "export"))
+  assert spec.prediction == "x0_precond" and spec.sigma_data == config.model.sigma_data
+  e = tb.expert(spec, params, example)
+  assert e.prediction == "x0_precond"
+  for t in (0.0, 0.5, 1.0):
+    v = e.velocity(jax.numpy.asarray(example["video"][None]), t)
+    assert np.all(np.isfinite(v))
+
+
+def test_training_config_errors_name_the_field(tmp_path):
+  config = train_tiny.get_config("i2v,smoke")
+  config.model.prediction = "eps"
+  with pytest.raises(ConfigError, match="model.prediction"):
+    training.train(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
