@@ -175,6 +175,8 @@ def sampler_options(method: Method, config) -> dict:
     opts["inner_steps"] = config.inner_steps
   if method.sampler == "poe_smc":
     opts.update(reward=context_reward, reward_scale=config.poe_smc_reward_scale)
+  if method.sampler == "ctrl_vi":  # the config's Ctrl-VI settings (chosen on the dev split)
+    opts.update({k: v for k, v in config.ctrl_vi.to_dict().items() if v is not None})
   extra = dict(method.options)
   if extra.pop("anneal", True) is False:
     t_min = 0.02

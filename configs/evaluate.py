@@ -28,6 +28,13 @@ def get_config(arg=None):
   c.num_levels = demo.num_levels
   c.inner_steps = demo.sampler.inner_steps
   c.poe_smc_reward_scale = 10.0
+  # Ctrl-VI options for every ctrl_vi method (an ablation's own option wins); None: the
+  # sampler's default. Chosen on the dev split (README, "Evaluation").
+  c.ctrl_vi = ml_collections.ConfigDict(dict(
+      step_size=ml_collections.FieldReference(None, field_type=float),
+      repulsion=ml_collections.FieldReference(None, field_type=float),
+      bandwidth_scale=ml_collections.FieldReference(None, field_type=float),
+      calibrate_repulsion=ml_collections.FieldReference(None, field_type=bool)))
   c.gallery_cases = 3
   c.world = ml_collections.ConfigDict(demo.world.to_dict())
   del c.world["scene_seed"]

@@ -116,6 +116,12 @@ def test_sampler_options_of_the_ablations():
   assert ev.sampler_options(ev.METHODS["ctrl_vi_no_repulsion"], config)["repulsion"] == 0.0
   assert "inner_steps" not in ev.sampler_options(ev.METHODS["average"], config)
   assert ev.sampler_options(ev.METHODS["poe_smc"], config)["reward"] is ev.context_reward
+  # The config's Ctrl-VI settings reach every ctrl_vi method; an ablation's own option wins.
+  config.ctrl_vi.step_size = 0.05
+  config.ctrl_vi.repulsion = 2.0
+  assert ev.sampler_options(ev.METHODS["ctrl_vi"], config)["step_size"] == 0.05
+  assert ev.sampler_options(ev.METHODS["ctrl_vi_no_repulsion"], config)["repulsion"] == 0.0
+  assert "step_size" not in ev.sampler_options(ev.METHODS["langevin"], config)
 
 
 @pytest.mark.parametrize("field,value,match", [
