@@ -31,7 +31,7 @@ def get_config(arg=None):
   # Ctrl-VI options for every ctrl_vi method (an ablation's own option wins); None: the
   # sampler's default. Chosen on the dev split (README, "Evaluation").
   c.ctrl_vi = ml_collections.ConfigDict(dict(
-      step_size=ml_collections.FieldReference(None, field_type=float),
+      step_size=ml_collections.FieldReference(demo.sampler.step_size, field_type=float),
       repulsion=ml_collections.FieldReference(None, field_type=float),
       bandwidth_scale=ml_collections.FieldReference(None, field_type=float),
       calibrate_repulsion=ml_collections.FieldReference(None, field_type=bool)))
