@@ -30,7 +30,7 @@ def get_config(arg=None):
   c.guidance_scale = 1.0
   c.camera_weight = 1.0
   c.sim_weight = 1.0
-  c.context_weight = 1.0
+  c.context_weight = 6.0  # dev split: the 3D cache is ~6x more accurate than the backbones
   c.context_sigma = 0.02  # chosen on the evaluation's dev split (README, Evaluation)
   c.object_dilation = 1  # pixels added around the object region given to the simulation
   c.sampler = common.sampler(inner_steps=2, step_size=0.02)  # step: dev split, as above
