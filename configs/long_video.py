@@ -12,10 +12,11 @@ start view leaves the frame before it returns); about twice the compute.
 
 import ml_collections
 
-from configs import common
+from configs import common, world_demo
 
 
 def get_config(arg=None):
+  demo = world_demo.get_config()
   c = ml_collections.ConfigDict()
   c.seed = 0
   # Held-out scenes, distinct from the demo's scene 7.
@@ -23,7 +24,8 @@ def get_config(arg=None):
   c.method = "ctrl_vi"
   c.num_particles = 4  # = chains
   c.num_levels = 32
-  c.sampler = common.sampler(inner_steps=2)
+  c.sampler = common.sampler(inner_steps=demo.sampler.inner_steps,
+                             step_size=demo.sampler.step_size)
   c.world = ml_collections.ConfigDict(dict(num_frames=12, height=32, width=32))
   c.long = ml_collections.ConfigDict(dict(
       segments_per_direction=1,  # segments panning right, then as many back left
@@ -35,13 +37,10 @@ def get_config(arg=None):
   c.backbones = ml_collections.ConfigDict(dict(i2v="assets/backbones/i2v",
                                                cam2v="assets/backbones/cam2v",
                                                sim2v="assets/backbones/sim2v"))
-  # Composition (composed_vi.world_demo.Composition), as the demo.
-  c.guidance_scale = 1.0
-  c.camera_weight = 1.0
-  c.sim_weight = 1.0
-  c.context_weight = 1.0
-  c.context_sigma = 0.2
-  c.object_dilation = 1
+  # Composition (composed_vi.world_demo.Composition): the demo's.
+  for name in ("guidance_scale", "camera_weight", "sim_weight", "context_weight",
+               "context_sigma", "object_dilation"):
+    c[name] = demo[name]
   c.bootstrap_resamples = 2000
   if arg == "smoke":
     c.scene_seeds = (101,)
