@@ -138,7 +138,8 @@ def gallery(workdir: str, case_list, methods, scene_config) -> str | None:
                     upscale=4)
     media.write_gif(os.path.join(case_dir, "ground_truth.gif"), example["video"], upscale=4)
     media.write_gif(os.path.join(case_dir, "simulation.gif"), sim_rgb, upscale=4)
-    media.write_gif(os.path.join(case_dir, "context.gif"), example["context"], upscale=4)
+    media.write_gif(os.path.join(case_dir, "context.gif"), example["background_context"],
+                    upscale=4)
     items = [dict(label="first frame", image=f"{case.name}/first_frame.png"),
              dict(label="simulation input", gif=f"{case.name}/simulation.gif"),
              dict(label="3D-cache context", gif=f"{case.name}/context.gif"),

@@ -331,6 +331,9 @@ def segment_target(example: dict, first_frames, variant: str, backbones: dict,
                                     int(example.get("splat_supersample", 2)))
     contexts = np.asarray(ctx) * np.asarray(vis)[None]
     example["context"], example["visibility"] = contexts[0], np.asarray(vis)
+    # The composition's context expert reads the background keys (the whole generated frame is
+    # lifted here: a generated frame has no object segmentation).
+    example["background_context"], example["background_visibility"] = contexts[0], np.asarray(vis)
   if composition.context_weight <= 0:
     fail("context_weight", "a weight > 0 (the context expert is part of every variant's target)",
          composition.context_weight)
@@ -346,8 +349,12 @@ def segment_target(example: dict, first_frames, variant: str, backbones: dict,
   video = np.zeros((n,) + tuple(example["video"].shape), np.float32)
   conditions = tb.condition(spec, {"video": video, "first_frame": first_frames})
   experts[i2v] = PerParticle(experts[i2v], jnp.asarray(conditions), "condition")
-  if contexts is not None:
-    experts[-1] = PerParticle(experts[-1], jnp.asarray(contexts)[:, None], "means")
+  # The context's frame 0 is the first frame (world_demo.build_target): here each chain's own
+  # first frame, never the segment's true one.
+  means = np.array(contexts if contexts is not None else np.broadcast_to(
+      np.asarray(experts[-1].means[0]), (n,) + tuple(example["video"].shape)), np.float32)
+  means[:, 0] = first_frames
+  experts[-1] = PerParticle(experts[-1], jnp.asarray(means)[:, None], "means")
   return target.replace(experts=tuple(experts), weights=tuple(weights))
 
 

@@ -100,7 +100,9 @@ def load_backbones(folders: dict, kinds=BACKBONES, field: str = "backbones") -> 
 def build_target(example: dict, backbones: dict, composition: Composition, fns=None,
                  context: bool = True):
   """The composed target of one world example: image backbone everywhere, camera backbone on
-  the background, simulation backbone on the dilated object region, plus the context expert.
+  the background, simulation backbone on the dilated object region, plus the context expert
+  on the static background (``background_context`` where ``background_visibility``, outside
+  the object region) and on all of frame 0 (the first frame, specified exactly).
 
   ``backbones``: ``{kind: (spec, params)}`` for ``BACKBONES``; ``fns``: optional
   ``{kind: model_fn}`` (reuse them across examples so that jitted samplers are not
@@ -114,8 +116,15 @@ def build_target(example: dict, backbones: dict, composition: Composition, fns=N
                           fn=None if fns is None else fns[name]))
   weights = [1.0, composition.camera_weight * (1.0 - region), composition.sim_weight * region]
   if context and composition.context_weight > 0:
-    exps.append(experts.Context(example["context"], composition.context_sigma,
-                                visibility=example["visibility"]))
+    # The shared static scene only (METHOD.md section 5): the first frame's BACKGROUND lifted
+    # to 3D, and not where the objects are now (the simulation backbone's region). The full
+    # cache would also pin the objects at their first-frame places against the simulation.
+    # Frame 0 is the first frame itself, which the controls specify exactly: all of it.
+    visibility = np.asarray(example["background_visibility"]) * (1.0 - region)
+    visibility[0] = 1.0
+    context = np.array(example["background_context"], np.float32)
+    context[0] = example["first_frame"]
+    exps.append(experts.Context(context, composition.context_sigma, visibility=visibility))
     weights.append(composition.context_weight)
   try:
     return compose(exps, weights)
@@ -151,14 +160,15 @@ def report(config, example: dict, samples: np.ndarray, workdir: str) -> dict:
   sim_rgb = sim[..., :3] * sim[..., 3:] + (1 - sim[..., 3:]) * 1.0  # objects on white
   media.write_gif(os.path.join(workdir, "input_simulation.gif"), sim_rgb)
   media.write_mp4(os.path.join(workdir, "input_simulation.mp4"), sim_rgb)
-  media.write_gif(os.path.join(workdir, "input_context.gif"), example["context"])
+  media.write_gif(os.path.join(workdir, "input_context.gif"), example["background_context"])
   media.write_png(os.path.join(workdir, "input_first_frame.png"), example["first_frame"],
                   upscale=8)
   valid = example["object_valid"].astype(bool)
   media.plot_camera_path(os.path.join(workdir, "input_camera_path.png"), example["extrinsics"],
                          object_tracks_3d=example["positions"][:, valid])
   rows = [("first frame", example["first_frame"][None]), ("simulation", sim_rgb),
-          ("3D context", example["context"]), ("ground truth", example["video"])]
+          ("3D context (background)", example["background_context"]),
+          ("ground truth", example["video"])]
   rows += [(f"particle {i}", v) for i, v in enumerate(samples)]
   media.contact_sheet(os.path.join(workdir, "contact_sheet.png"), rows, upscale=4)
   caption = controls.detokenize(example["caption_tokens"])

@@ -179,14 +179,18 @@ def test_chain_passes_last_frame(truth, segments, backbones, variant):
   # last_frame_only: the context expert has weight 0 (no say anywhere).
   assert len(targets[1].experts) == 4
   assert (np.max(np.asarray(targets[1].weights[-1])) == 0) == (variant == "last_frame_only")
+  ctx_values = np.asarray(targets[1].experts[-1].values[:, 0])  # (N, T, H, W, 3)
+  # Frame 0 of the context is each chain's own first frame, never the segment's true frame.
+  np.testing.assert_array_equal(ctx_values[:, 0], firsts[1])
   if variant == "context_from_last":
     # Segment 1's context: each chain's last frame lifted with the true depth of that frame.
     seg = segments[1]
     ctx, vis = _lift(firsts[1][1], seg["depth"][0], seg["intrinsics"], seg["extrinsics"])
-    np.testing.assert_allclose(targets[1].experts[-1].values[1, 0], np.asarray(ctx) * vis,
-                               atol=1e-6)
+    np.testing.assert_allclose(ctx_values[1, 1:], (np.asarray(ctx) * vis)[1:], atol=1e-6)
   elif variant == "context":
-    np.testing.assert_allclose(targets[1].experts[-1].means[0], segments[1]["context"])
+    # The static background of the ORIGINAL first frame, re-rendered along segment 1.
+    for i in range(n):
+      np.testing.assert_allclose(ctx_values[i, 1:], segments[1]["background_context"][1:])
 
 
 def test_smoke_config_end_to_end(tmp_path):

@@ -124,3 +124,24 @@ def test_training_config_errors_name_the_field(tmp_path):
   with pytest.raises(ConfigError, match="model.prediction"):
     training.train(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
+
+
+def test_build_target_context_is_the_static_background_and_the_first_frame(example):
+  from composed_vi import world_demo
+
+  backbones = {k: (tb.TinySpec(kind=k, vocab_size=64), None) for k in world_demo.BACKBONES}
+  backbones = {k: (s, tb.init_params(s, seed=0)) for k, (s, _) in backbones.items()}
+  composition = world_demo.Composition(context_weight=2.0, object_dilation=1)
+  target = world_demo.build_target(example, backbones, composition)
+  ctx = target.experts[-1]
+  support = np.broadcast_to(np.asarray(ctx.support), example["video"].shape)
+  region = world_demo.dilate(example["object_region"], 1)
+  np.testing.assert_array_equal(np.asarray(ctx.means[0][0]), example["first_frame"])
+  assert np.all(support[0] == 1.0)  # the first frame is specified exactly, all of it
+  later = np.broadcast_to(example["background_visibility"] * (1 - region),
+                          example["video"].shape)[1:]
+  np.testing.assert_array_equal(support[1:], later)
+  assert np.all(support[1:][np.broadcast_to(region, example["video"].shape)[1:] > 0] == 0)
+  np.testing.assert_array_equal(np.asarray(ctx.means[0][1:]), example["background_context"][1:])
+  no_ctx = world_demo.build_target(example, backbones, composition, context=False)
+  assert len(no_ctx.experts) == len(target.experts) - 1
