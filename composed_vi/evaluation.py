@@ -243,13 +243,6 @@ def validate(config) -> tuple[list[Case], list[Method]]:
   return case_list, methods
 
 
-def _scene_config(config):
-  from composed_vi.world import scene
-
-  return scene.SceneConfig(num_frames=config.world.num_frames, height=config.world.height,
-                           width=config.world.width)
-
-
 def read_rows(path: str) -> list[dict]:
   if not os.path.exists(path):
     return []
@@ -273,7 +266,7 @@ def run(config, workdir: str) -> dict:
   from composed_vi import world_metrics as wm
 
   sampler = Sampler(config) if todo else None
-  scene_config = _scene_config(config)
+  scene_config = world_demo.scene_config(config)
   gallery = {c.name for c in case_list[:config.gallery_cases]}
   t_start = time.perf_counter()
   compiled = set()  # methods already compiled in this process

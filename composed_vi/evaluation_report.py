@@ -161,10 +161,10 @@ def write(workdir: str, config, case_list, methods, rows, scene_config) -> dict:
   names = {c.name for c in case_list}
   rows = [r for r in rows if r["case"] in names and r["method"] in {m.name for m in methods}]
   table = ev.aggregate(rows, methods)
-  command = (f"python -m experiments.evaluate --config=configs/evaluate.py"
-             f"{':' + config.variant if config.get('variant') else ''} "
-             f"--workdir=<dir>" + "".join(f" --config.{k}={v}" for k, v in (
-                 ("split", config.split),) if config.split != "test"))
+  variant = f":{config.variant}" if config.get("variant") else ""
+  split = f" --config.split={config.split}" if config.split != "test" else ""
+  command = (f"python -m experiments.evaluate --config=configs/evaluate.py{variant} "
+             f"--workdir=<dir>{split}")
   io.write_json(os.path.join(workdir, "table.json"), dict(
       table=table, cases=[c.name for c in case_list], methods=[m.name for m in methods],
       metrics=[m for m, _, _ in ev.METRICS], num_particles=config.num_particles,

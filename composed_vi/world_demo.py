@@ -28,7 +28,8 @@ from composed_vi.errors import ConfigError, check_positive_float, check_positive
 BACKBONES = ("i2v", "cam2v", "sim2v")
 
 
-def _scene_config(config):
+def scene_config(config):
+  """The world's ``SceneConfig`` from ``config.world`` (frames, height, width)."""
   from composed_vi.world import scene
 
   return scene.SceneConfig(num_frames=config.world.num_frames, height=config.world.height,
@@ -38,7 +39,7 @@ def _scene_config(config):
 def scene_example(config) -> dict:
   from composed_vi.world import dataset
 
-  ex = dataset.render_example(jax.random.key(config.world.scene_seed), _scene_config(config))
+  ex = dataset.render_example(jax.random.key(config.world.scene_seed), scene_config(config))
   return {k: np.asarray(v) for k, v in ex.items()}
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from composed_vi import evaluation as ev
 from composed_vi import evaluation_report as report
-from composed_vi import experts
+from composed_vi import experts, world_demo
 from composed_vi.composition import compose
 from composed_vi.errors import ConfigError
 from composed_vi.sampling import sample
@@ -36,7 +36,7 @@ def test_case_example_is_deterministic_and_has_its_camera_kind():
 
   config = eval_config.get_config()
   case = ev.cases(config.splits.test, "test")[2]
-  scene_config = ev._scene_config(config)
+  scene_config = world_demo.scene_config(config)
   a = ev.case_example(case, scene_config)
   b = ev.case_example(case, scene_config)
   np.testing.assert_array_equal(a["video"], b["video"])
