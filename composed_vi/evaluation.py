@@ -190,10 +190,10 @@ def sampler_options(method: Method, config) -> dict:
 class Sampler:
   """Loads the backbones once and samples any method on any case (compiled once per method)."""
 
-  def __init__(self, config):
+  def __init__(self, config, backbones: dict | None = None):
     self.config = config
     self.composition = world_demo.Composition.from_config(config).validate()
-    self.backbones = world_demo.load_backbones(config.backbones, KINDS)
+    self.backbones = backbones or world_demo.load_backbones(config.backbones, KINDS)
     self.fns = {k: tb.model_fn(spec) for k, (spec, _) in self.backbones.items()}
 
   def target(self, method: Method, example: dict):
@@ -215,8 +215,9 @@ class Sampler:
 # --------------------------------------------------------------------------------- run
 
 
-def validate(config) -> tuple[list[Case], list[Method]]:
-  """Checks everything that needs no compute; returns the cases and methods to run."""
+def validate(config) -> tuple[list[Case], list[Method], dict]:
+  """Checks everything that needs no compute; returns the cases and methods to run and the
+  loaded backbones (``{kind: (spec, params)}``, for :class:`Sampler`)."""
   from composed_vi.sampling import build_options
 
   split = check_choice("split", config.split, tuple(config.splits.keys()))
@@ -237,10 +238,7 @@ def validate(config) -> tuple[list[Case], list[Method]]:
       build_options(m.sampler, **sampler_options(m, config))
     except ConfigError as e:
       raise ConfigError(f"methods[{m.name}]: {e}") from None
-  for kind in KINDS:
-    if not os.path.isdir(config.backbones[kind]):
-      fail(f"backbones.{kind}", "a trained tiny backbone folder", config.backbones[kind])
-  return case_list, methods
+  return case_list, methods, world_demo.load_backbones(config.backbones, KINDS)
 
 
 def read_rows(path: str) -> list[dict]:
@@ -252,7 +250,7 @@ def read_rows(path: str) -> list[dict]:
 
 def run(config, workdir: str) -> dict:
   """Samples every (case, method) not yet in ``results.jsonl`` and writes the report."""
-  case_list, methods = validate(config)
+  case_list, methods, backbones = validate(config)
   workdir = runner.check_workdir(workdir)
   runner.check_previous_run(workdir, runner.config_dict(config), RESUMABLE_FIELDS)
   os.makedirs(workdir, exist_ok=True)
@@ -265,7 +263,7 @@ def run(config, workdir: str) -> dict:
                len(done), len(todo))
   from composed_vi import world_metrics as wm
 
-  sampler = Sampler(config) if todo else None
+  sampler = Sampler(config, backbones) if todo else None
   scene_config = world_demo.scene_config(config)
   gallery = {c.name for c in case_list[:config.gallery_cases]}
   t_start = time.perf_counter()

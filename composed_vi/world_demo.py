@@ -67,8 +67,10 @@ class Composition:
 
   camera_weight: float = 1.0
   sim_weight: float = 1.0
-  context_weight: float = 1.0
-  context_sigma: float = 0.2
+  # Chosen on the evaluation's dev split (RESULTS.md, "Settings chosen on dev"): the 3D cache
+  # is about 6x more accurate than the tiny backbones on the background it covers.
+  context_weight: float = 6.0
+  context_sigma: float = 0.02
   object_dilation: int = 1
   guidance_scale: float = 1.0
 

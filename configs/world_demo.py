@@ -9,8 +9,11 @@ Writes samples.npz, per-particle MP4/GIF, the inputs visualised, contact_sheet.p
 index.html (open it in a browser) to the workdir.
 """
 
+import dataclasses
+
 import ml_collections
 
+from composed_vi import world_demo
 from configs import common
 
 
@@ -27,12 +30,9 @@ def get_config(arg=None):
   c.backbones = ml_collections.ConfigDict(dict(i2v="assets/backbones/i2v",
                                                cam2v="assets/backbones/cam2v",
                                                sim2v="assets/backbones/sim2v"))
-  c.guidance_scale = 1.0
-  c.camera_weight = 1.0
-  c.sim_weight = 1.0
-  c.context_weight = 6.0  # dev split: the 3D cache is ~6x more accurate than the backbones
-  c.context_sigma = 0.02  # chosen on the evaluation's dev split (README, Evaluation)
-  c.object_dilation = 1  # pixels added around the object region given to the simulation
+  # guidance_scale, camera_weight, sim_weight, context_weight, context_sigma,
+  # object_dilation: world_demo.Composition's defaults (chosen on the evaluation's dev split).
+  c.update(dataclasses.asdict(world_demo.Composition()))
   c.sampler = common.sampler(inner_steps=2, step_size=0.02)  # step: dev split, as above
   if arg == "smoke":
     c.num_particles = 2

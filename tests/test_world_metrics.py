@@ -136,3 +136,37 @@ def test_all_metrics(pan):
   assert mixed["valid_all"] == 0.5 and mixed["valid_first_frame"] == 0.5
   assert mixed["diversity"] > 0.3 and mixed["consistency_3d"] > 0.25
   assert all(isinstance(v, float) for v in mixed.values())
+
+
+def _reversed(example_kind: str) -> tuple[dict, dict]:
+  """The ``_example`` scene and the same scene with its camera path reversed."""
+  from composed_vi.world import dataset, scene
+
+  sampled = scene.sample_scene(jax.random.key(2), scene.SceneConfig(camera_kinds=(example_kind,)))
+  out = [dataset.example_from_scene(s, dataset.DEFAULT_CONFIG)
+         for s in (sampled, scene.reverse_camera(sampled))]
+  return tuple({k: np.asarray(v) for k, v in ex.items()} for ex in out)
+
+
+@pytest.mark.parametrize("kind", ["pan_left", "dolly_in", "orbit"])
+def test_camera_following_known_answers(kind):
+  own, rev = _reversed(kind)
+  # The reversed path starts at the same pose and goes the other way.
+  np.testing.assert_allclose(own["extrinsics"][0], rev["extrinsics"][0], atol=1e-6)
+  assert not np.allclose(own["extrinsics"][-1], rev["extrinsics"][-1], atol=1e-3)
+  # The ground truth moves like its own path, its reversed rendering like the reversed one.
+  gt = wm.camera_following(own["video"], own, rev)
+  assert gt > 0.03
+  assert wm.camera_following(rev["video"], own, rev) < -0.03
+  # Symmetry: swapping the roles negates the score exactly.
+  assert wm.camera_following(own["video"], rev, own) == pytest.approx(-gt, abs=1e-6)
+  # A frozen video does not move at all: far below the ground truth's score.
+  assert abs(wm.camera_following(_frozen(own), own, rev)) < gt / 2
+
+
+def test_camera_following_static_camera_is_nan(static):
+  from composed_vi.world import scene
+
+  sampled = scene.sample_scene(jax.random.key(2), scene.SceneConfig(camera_kinds=("static",)))
+  assert bool(scene.reverse_camera(sampled).camera.kind == 0)
+  assert np.isnan(wm.camera_following(static["video"], static, static))

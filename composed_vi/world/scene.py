@@ -332,6 +332,16 @@ def look_rotation(forward) -> jax.Array:
   return jnp.stack([right, down, f], -2)
 
 
+def reverse_camera(scene: Scene) -> Scene:
+  """The scene with its camera path reversed from the same start pose (pan right instead of
+  left, dolly out instead of in, orbit the other way; a static camera stays static)."""
+  camera = scene.camera
+  kind = jnp.asarray(camera.kind)
+  swapped = jnp.asarray([0, 2, 1, 4, 3, 5], jnp.int32)[kind]
+  amount = jnp.where(kind == 5, -camera.amount, camera.amount)
+  return scene._replace(camera=camera._replace(kind=swapped, amount=amount))
+
+
 def camera_path(camera: Camera, config: SceneConfig):
   """Per-frame camera centres ``(T, 3)`` and world-to-camera rotations ``(T, 3, 3)``.
 
