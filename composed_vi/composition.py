@@ -28,11 +28,15 @@ class ComposedTarget:
     weights: tuple of float32 arrays broadcastable to the shape, already multiplied by each
       expert's ``support`` (so a context expert has no say where it is not visible).
     scalar_weights: True when every weight is a scalar (the product then has an energy).
+    repulsion_mask: ``None`` or a float32 array broadcastable to the shape: the coordinates
+      no control specifies, where the samples should stay diverse. Ctrl-VI's
+      ``feature_map='target_mask'`` restricts its kernel (and so its repulsion) to them.
   """
 
   experts: tuple
   weights: tuple
   scalar_weights: bool = struct.field(pytree_node=False, default=True)
+  repulsion_mask: Any = None
 
   @property
   def shape(self) -> tuple[int, ...]:
@@ -96,13 +100,16 @@ def check_weight(i: int, w, shape, field: str | None = None) -> tuple[jax.Array,
   return arr, arr.ndim == 0 or arr.size == 1
 
 
-def compose(experts: Sequence[Expert], weights: Sequence[Any] | None = None) -> ComposedTarget:
+def compose(experts: Sequence[Expert], weights: Sequence[Any] | None = None,
+            repulsion_mask: Any = None) -> ComposedTarget:
   """Composes experts into the target ``pi_t ~ prod_i p_t^i ^ m_i``.
 
   Args:
     experts: experts with the same event ``shape``.
     weights: one per expert, each a scalar or an array broadcastable to the shape (a mask at
       latent resolution); ``None`` means all ones.
+    repulsion_mask: optional, broadcastable to the shape, non-negative: where no control
+      specifies the sample (:class:`ComposedTarget`).
 
   Returns:
     A :class:`ComposedTarget`.
@@ -138,4 +145,7 @@ def compose(experts: Sequence[Expert], weights: Sequence[Any] | None = None) -> 
   if total is not None and np.any(total <= 0):
     fail("weights", "a positive total weight at every coordinate (so v_bar is defined)",
          f"{int(np.sum(total <= 0))} coordinates with total weight 0")
-  return ComposedTarget(experts=experts, weights=tuple(eff), scalar_weights=scalar)
+  if repulsion_mask is not None:
+    repulsion_mask, _ = check_weight(0, repulsion_mask, shape, field="repulsion_mask")
+  return ComposedTarget(experts=experts, weights=tuple(eff), scalar_weights=scalar,
+                        repulsion_mask=repulsion_mask)

@@ -18,8 +18,8 @@ Methods (:data:`METHODS`):
   the 3D-cache context on visible pixels: the product-of-experts baseline);
 - ``ctrl_vi``: the method, and its ablations ``ctrl_vi_no_context``, ``ctrl_vi_no_repulsion``,
   ``ctrl_vi_no_annealing`` (every SVGD step at ``t_min``, the same number of steps),
-  ``ctrl_vi_kernel_drive`` (textbook SVGD drive) and ``ctrl_vi_pool_kernel`` (kernel on 2x2
-  average-pooled videos).
+  ``ctrl_vi_kernel_drive`` (textbook SVGD drive) and ``ctrl_vi_full_kernel`` (the kernel, and
+  so the repulsion, on every coordinate instead of the unspecified ones alone).
 
 :func:`run` writes one row per (case, method) to ``results.jsonl`` as it goes (a rerun resumes
 after the last finished row); :func:`aggregate` gives the mean and a 95% bootstrap interval
@@ -101,8 +101,9 @@ METHODS = {m.name: m for m in [
            description="ablation: every SVGD step at t_min, same number of steps"),
     Method("ctrl_vi_kernel_drive", "composed", "ctrl_vi", options=(("drive", "kernel"),),
            description="ablation: textbook SVGD drive (kernel-averaged scores)"),
-    Method("ctrl_vi_pool_kernel", "composed", "ctrl_vi", options=(("feature_map", "pool"),),
-           description="ablation: kernel on 2x2 average-pooled videos"),
+    Method("ctrl_vi_full_kernel", "composed", "ctrl_vi", options=(("feature_map", "identity"),),
+           description="ablation: kernel (and repulsion) on every pixel, not only the "
+                       "unspecified ones"),
 ]}
 
 #: Reported metrics: (name, better direction, label).

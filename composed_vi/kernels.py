@@ -123,6 +123,13 @@ def linear_features(fn: Callable, dim: int) -> FeatureMap:
   return FeatureMap(batched, transpose)
 
 
+def mask_features(mask, shape: tuple[int, ...]) -> FeatureMap:
+  """``f(x) = m * x`` (self-adjoint) for a mask broadcastable to the event ``shape``: the
+  kernel's distances, bandwidth and repulsion see only the coordinates where ``m > 0``."""
+  m = jnp.broadcast_to(jnp.asarray(mask, jnp.float32), tuple(shape)).reshape(1, -1)
+  return FeatureMap(lambda x: x * m, lambda g: g * m)
+
+
 def projection_features(key, dim: int, num_features: int) -> FeatureMap:
   """Random Gaussian projection ``F`` of shape (P, D), scaled by ``1/sqrt(P)``."""
   proj = jax.random.normal(key, (num_features, dim), jnp.float32) / math.sqrt(num_features)

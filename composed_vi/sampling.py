@@ -33,7 +33,8 @@ def with_context(target: ComposedTarget, context: Expert | None, weight=1.0) -> 
     fail("context.shape", f"{target.shape} (the target's shape)", tuple(context.shape))
   return ComposedTarget(experts=target.experts + extra.experts,
                         weights=target.weights + extra.weights,
-                        scalar_weights=target.scalar_weights and extra.scalar_weights)
+                        scalar_weights=target.scalar_weights and extra.scalar_weights,
+                        repulsion_mask=target.repulsion_mask)
 
 
 @functools.partial(jax.jit, static_argnames=("num_particles", "method", "options", "mesh"))
@@ -86,6 +87,8 @@ def sample(key, target, num_particles: int, method: str = "ctrl_vi", *, context=
     fail("num_particles", f"a multiple of the mesh's data axis ({mesh.shape['data']})",
          num_particles)
   target = with_context(target, context, context_weight)
+  if method == "ctrl_vi":  # a feature map that reads the target is checked before compute
+    opts.features(target.shape, target)
   return _sample(key, target, int(num_particles), method, opts, mesh)
 
 

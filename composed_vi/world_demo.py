@@ -129,8 +129,13 @@ def build_target(example: dict, backbones: dict, composition: Composition, fns=N
     context[0] = example["first_frame"]
     exps.append(experts.Context(context, composition.context_sigma, visibility=visibility))
     weights.append(composition.context_weight)
+  # Where no control specifies the video (Ctrl-VI's feature_map='target_mask' keeps the
+  # particles apart there): not seen by the 3D context, outside the object region, after
+  # frame 0.
+  free = (1.0 - np.asarray(example["background_visibility"], np.float32)) * (1.0 - region)
+  free[0] = 0.0
   try:
-    return compose(exps, weights)
+    return compose(exps, weights, repulsion_mask=free)
   except ConfigError as e:
     raise ConfigError(f"demo: {e}") from None
 

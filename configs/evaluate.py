@@ -32,7 +32,8 @@ def get_config(arg=None):
   # sampler's default. Chosen on the dev split (README, "Evaluation").
   c.ctrl_vi = ml_collections.ConfigDict(dict(
       step_size=ml_collections.FieldReference(demo.sampler.step_size, field_type=float),
-      repulsion=ml_collections.FieldReference(None, field_type=float),
+      repulsion=ml_collections.FieldReference(demo.sampler.repulsion, field_type=float),
+      feature_map=ml_collections.FieldReference(demo.sampler.feature_map, field_type=str),
       bandwidth_scale=ml_collections.FieldReference(None, field_type=float),
       calibrate_repulsion=ml_collections.FieldReference(None, field_type=bool)))
   c.gallery_cases = 3

@@ -114,6 +114,9 @@ def test_sampler_options_of_the_ablations():
   assert no_anneal["levels"] == (0.02,)
   assert no_anneal["inner_steps"] == config.num_levels * config.inner_steps
   assert ev.sampler_options(ev.METHODS["ctrl_vi_no_repulsion"], config)["repulsion"] == 0.0
+  assert ev.sampler_options(ev.METHODS["ctrl_vi"], config)["feature_map"] == "target_mask"
+  assert ev.sampler_options(ev.METHODS["ctrl_vi_full_kernel"], config)["feature_map"] == (
+      "identity")
   assert "inner_steps" not in ev.sampler_options(ev.METHODS["average"], config)
   assert ev.sampler_options(ev.METHODS["poe_smc"], config)["reward"] is ev.context_reward
   # The config's Ctrl-VI settings reach every ctrl_vi method; an ablation's own option wins.

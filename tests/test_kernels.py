@@ -131,12 +131,15 @@ _FEATURE_MAPS = {
     "pool_image": ((4, 6, 2), kernels.pool_features((4, 6, 2), 2)),
     "pool_flat": ((12,), kernels.pool_features((12,), 3)),
     "projection": ((12,), kernels.projection_features(jax.random.key(0), 12, 5)),
+    "mask": ((2, 3, 2), kernels.mask_features(
+        np.asarray([[[1.0], [0.0], [1.0]], [[0.0], [1.0], [1.0]]]), (2, 3, 2))),
 }
 
 
 @pytest.mark.parametrize("name, drive", [
     ("pool_video", "kernel"), ("pool_video", "self"), ("pool_image", "local"),
-    ("pool_flat", "kernel"), ("projection", "kernel"), ("projection", "local")])
+    ("pool_flat", "kernel"), ("projection", "kernel"), ("projection", "local"),
+    ("mask", "local"), ("mask", "kernel")])
 def test_feature_map_matches_naive(name, drive):
   shape, fm = _FEATURE_MAPS[name]
   x, g = _inputs(5, shape, seed=11)
@@ -144,7 +147,7 @@ def test_feature_map_matches_naive(name, drive):
   h = float(info.bandwidth)
   # The median heuristic is taken on the features.
   f = np.asarray(fm.apply(x.reshape(5, -1)), np.float64)
-  assert f.shape[1] < x[0].size
+  assert f.shape[1] < x[0].size or name == "mask"
   sq = ((f[:, None] - f[None]) ** 2).sum(-1)
   np.testing.assert_allclose(h, np.median(sq[np.triu_indices(5, 1)]) / math.log(5), rtol=1e-5)
   per_particle = lambda v: fm.apply(v[None])[0]
@@ -161,8 +164,29 @@ def test_feature_map_transpose_is_adjoint(name):
   fx = np.asarray(fm.apply(x))
   y = rng.standard_normal(fx.shape).astype(np.float32)
   fty = np.asarray(fm.transpose(y))
-  assert fty.shape == x.shape and fx.shape[1] < d
+  assert fty.shape == x.shape and (fx.shape[1] < d or name == "mask")
   np.testing.assert_allclose(np.sum(fx * y), np.sum(x * fty), rtol=1e-4)
+
+
+def test_mask_features_repel_only_inside_the_mask():
+  """Outside the mask the direction is the drive alone; inside, the repulsion is that of the
+  kernel on the masked coordinates only (bandwidth from their distances)."""
+  shape = (2, 3, 2)
+  mask = np.zeros(shape, np.float32)
+  mask[1, :2] = 1.0
+  x, g = _inputs(4, shape, seed=5)
+  with_rep, info = _stein(x, g, features=kernels.mask_features(mask, shape), drive="local",
+                          repulsion=3.0)
+  no_rep, _ = _stein(x, g, features=kernels.mask_features(mask, shape), drive="local",
+                     repulsion=0.0)
+  outside = np.broadcast_to(mask == 0, x.shape)
+  np.testing.assert_allclose(np.asarray(with_rep)[outside], np.asarray(no_rep)[outside],
+                             rtol=1e-6, atol=1e-7)
+  assert np.abs(np.asarray(with_rep - no_rep)[~outside]).min() > 0
+  f = np.asarray(x).reshape(4, -1)[:, mask.reshape(-1) > 0]
+  sq = ((f[:, None] - f[None]) ** 2).sum(-1)
+  np.testing.assert_allclose(float(info.bandwidth),
+                             np.median(sq[np.triu_indices(4, 1)]) / math.log(4), rtol=1e-5)
 
 
 def test_pool_features_values_and_errors():

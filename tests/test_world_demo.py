@@ -145,3 +145,11 @@ def test_build_target_context_is_the_static_background_and_the_first_frame(examp
   np.testing.assert_array_equal(np.asarray(ctx.means[0][1:]), example["background_context"][1:])
   no_ctx = world_demo.build_target(example, backbones, composition, context=False)
   assert len(no_ctx.experts) == len(target.experts) - 1
+  # The repulsion mask: what no control specifies (not frame 0, not the object region, not
+  # the background the first frame saw).
+  free = np.broadcast_to(np.asarray(target.repulsion_mask), example["video"].shape)
+  assert np.all(free[0] == 0)
+  np.testing.assert_array_equal(
+      free[1:], np.broadcast_to((1 - example["background_visibility"]) * (1 - region),
+                                example["video"].shape)[1:])
+  assert 0 < free.mean() < 0.5

@@ -17,6 +17,8 @@ from composed_vi import kernels, paths, schedules
 from composed_vi.errors import check_choice, check_positive_float, check_positive_int, fail
 from composed_vi.samplers import base
 
+FEATURE_MAPS = ("identity", "pool", "projection", "x0", "target_mask")
+
 
 @dataclasses.dataclass(frozen=True)
 class CtrlVIOptions(base.AnnealingOptions):
@@ -32,7 +34,9 @@ class CtrlVIOptions(base.AnnealingOptions):
     repulsion: ``gamma``, weight of the repulsive term.
     repulsion_schedule: ``'constant'``, ``'linear'`` (``gamma t``) or ``'sqrt'``.
     feature_map: ``'identity'``, ``'pool'`` (average pooling by ``pool_factor``),
-      ``'projection'`` (random projection to ``num_features``), or a
+      ``'projection'`` (random projection to ``num_features``), ``'target_mask'`` (the
+      coordinates of the target's ``repulsion_mask``: the kernel, and so the repulsion, sees
+      only where no control specifies the sample), or a
       :class:`composed_vi.kernels.FeatureMap`.
     bandwidth: fixed ``h`` or ``None`` for the guarded median heuristic.
     bandwidth_scale: factor on the median heuristic.
@@ -58,18 +62,25 @@ class CtrlVIOptions(base.AnnealingOptions):
     check_positive_float("repulsion", self.repulsion, allow_zero=True)
     check_choice("repulsion_schedule", self.repulsion_schedule, schedules.REPULSION_SCHEDULES)
     if not isinstance(self.feature_map, kernels.FeatureMap):
-      check_choice("feature_map", self.feature_map, ("identity", "pool", "projection", "x0"))
+      check_choice("feature_map", self.feature_map, FEATURE_MAPS)
     check_positive_int("pool_factor", self.pool_factor)
     check_positive_int("num_features", self.num_features)
     if self.bandwidth is not None:
       check_positive_float("bandwidth", self.bandwidth)
     check_positive_float("bandwidth_scale", self.bandwidth_scale)
 
-  def features(self, shape) -> kernels.FeatureMap:
+  def features(self, shape, target=None) -> kernels.FeatureMap:
+    """The kernel's feature map; ``'target_mask'`` reads ``target.repulsion_mask``."""
     if isinstance(self.feature_map, kernels.FeatureMap):
       return self.feature_map
     if self.feature_map in ("identity", "x0"):
       return kernels.identity_features()
+    if self.feature_map == "target_mask":
+      mask = getattr(target, "repulsion_mask", None)
+      if mask is None:
+        fail("feature_map", "'target_mask' with a target that has a repulsion_mask "
+             "(composed_vi.compose(..., repulsion_mask=...))", "a target without one")
+      return kernels.mask_features(mask, shape)
     if self.feature_map == "pool":
       return kernels.pool_features(shape, self.pool_factor)
     dim = math.prod(shape)
@@ -109,7 +120,7 @@ def step(state: CtrlVIState, target, levels, options: CtrlVIOptions, mesh=None):
   t, t_next = base.level_times(levels, state.level)
   eta = options.step_size * t**2
   gamma = schedules.repulsion_weight(options.repulsion_schedule, options.repulsion, t)
-  features = options.features(target.shape)
+  features = options.features(target.shape, target)
 
   def svgd_step(x, _):
     v, score = target.evaluate(x, t)
