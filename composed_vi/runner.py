@@ -161,6 +161,11 @@ def validate(config):
     raise ConfigError(f"sampler: {e}") from None
   mesh = distributed.make_mesh(config.mesh, num_particles)
   problem = problems.PROBLEMS[config.experiment](config, mesh=mesh)
+  if config.method == "ctrl_vi":  # a feature map that reads the target (e.g. 'target_mask')
+    try:
+      options.features(problem.target.shape, problem.target)
+    except ConfigError as e:
+      raise ConfigError(f"sampler: {e}") from None
   return problem, options, mesh
 
 

@@ -54,6 +54,7 @@ def test_runs_and_writes(tmp_path):
     ({"sampler.t_min": 0.0}, ("t_min", "(0, 1]")),
     ({"sampler.t_max": 0.01}, ("t_min", "t_max")),
     ({"sampler.drive": "kernal"}, ("drive", "kernal")),
+    ({"sampler.feature_map": "target_mask"}, ("feature_map", "repulsion_mask")),
     ({"sampler.step_size": float("nan")}, ("step_size",)),
     (dict(method="ode", **{"sampler.drive": "local"}), ("drive", "ode")),
     ({"problem.dim": 1}, ("problem.dim",)),
