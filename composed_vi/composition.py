@@ -101,7 +101,7 @@ def check_weight(i: int, w, shape, field: str | None = None) -> tuple[jax.Array,
 
 
 def compose(experts: Sequence[Expert], weights: Sequence[Any] | None = None,
-            repulsion_mask: Any = None) -> ComposedTarget:
+            repulsion_mask: Any = None, normalize: bool = False) -> ComposedTarget:
   """Composes experts into the target ``pi_t ~ prod_i p_t^i ^ m_i``.
 
   Args:
@@ -110,6 +110,12 @@ def compose(experts: Sequence[Expert], weights: Sequence[Any] | None = None,
       latent resolution); ``None`` means all ones.
     repulsion_mask: optional, broadcastable to the shape, non-negative: where no control
       specifies the sample (:class:`ComposedTarget`).
+    normalize: divide the (support-masked) weights by their sum at every coordinate, so that
+      they sum to 1: the per-region geometric mixture of METHOD.md section 3, with the experts'
+      relative weights kept. Its noisy target at level ``t`` then has the experts' own noise
+      scale (``pi_1 = N(0, I)``) where the unnormalised product has ``t / sqrt(W)``; samplers
+      that follow the score (Ctrl-VI, Langevin, SMC) then evaluate the experts on inputs as
+      noisy as those they were trained on. ``v_bar`` is unchanged.
 
   Returns:
     A :class:`ComposedTarget`.
@@ -145,6 +151,10 @@ def compose(experts: Sequence[Expert], weights: Sequence[Any] | None = None,
   if total is not None and np.any(total <= 0):
     fail("weights", "a positive total weight at every coordinate (so v_bar is defined)",
          f"{int(np.sum(total <= 0))} coordinates with total weight 0")
+  if normalize:
+    total_weight = sum(eff)
+    eff = [a / total_weight for a in eff]
+    scalar = scalar and all(a.ndim == 0 for a in eff)
   if repulsion_mask is not None:
     repulsion_mask, _ = check_weight(0, repulsion_mask, shape, field="repulsion_mask")
   return ComposedTarget(experts=experts, weights=tuple(eff), scalar_weights=scalar,

@@ -43,7 +43,7 @@ def get_config(arg=None):
       t2v="assets/backbones/t2v", i2v="assets/backbones/i2v", cam2v="assets/backbones/cam2v",
       sim2v="assets/backbones/sim2v"))
   for name in ("camera_weight", "sim_weight", "context_weight", "context_sigma",
-               "object_dilation", "guidance_scale"):
+               "object_dilation", "guidance_scale", "normalize_weights"):
     c[name] = demo[name]
   c.splits = ml_collections.ConfigDict(dict(
       dev=dict(backgrounds=(11, 12), cameras=("static", "pan_left", "dolly_in", "orbit"),

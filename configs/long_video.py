@@ -39,7 +39,7 @@ def get_config(arg=None):
                                                sim2v="assets/backbones/sim2v"))
   # Composition (composed_vi.world_demo.Composition): the demo's.
   for name in ("guidance_scale", "camera_weight", "sim_weight", "context_weight",
-               "context_sigma", "object_dilation"):
+               "context_sigma", "object_dilation", "normalize_weights"):
     c[name] = demo[name]
   c.bootstrap_resamples = 2000
   if arg == "smoke":

@@ -205,3 +205,30 @@ def test_mode_assignment_and_coverage(exact_product):
   np.testing.assert_allclose(err, 0.0, atol=1e-6)
   err = _mode_weight_error(np.repeat(samples[:1], 8, axis=0), exact_product)
   np.testing.assert_allclose(err, 0.75, atol=1e-6)
+
+
+def test_normalized_weights_sum_to_one_and_keep_the_velocity():
+  """``normalize=True``: weights m_i / sum_j m_j (support included), the score divided by the
+  total weight, v_bar unchanged, pi_1 = N(0, I)."""
+  d = 6
+  a = experts.Gaussian(jnp.full((d,), 0.5), 0.3)
+  b = experts.Gaussian(jnp.full((d,), -0.2), 0.7)
+  mask = np.asarray([1.0, 1.0, 0.0, 0.0, 1.0, 0.0], np.float32)
+  weights = [3.0, 1.0 + mask]
+  plain = cvi.compose([a, b], weights)
+  norm = cvi.compose([a, b], weights, normalize=True)
+  total = 3.0 + 1.0 + mask
+  np.testing.assert_allclose(np.asarray(sum(norm.weights)), np.ones(d), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(norm.weights[0]), 3.0 / total, rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(norm.init_std()), np.ones(d))
+  x = jax.random.normal(jax.random.key(0), (3, d))
+  for t in (0.9, 0.3, 0.05):
+    v_plain, s_plain = plain.evaluate(x, t)
+    v_norm, s_norm = norm.evaluate(x, t)
+    np.testing.assert_allclose(v_norm, v_plain, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(s_norm, s_plain / total, rtol=1e-5, atol=1e-6)
+  # Scalar weights stay scalar (the product keeps its energy), scaled by 1 / sum.
+  scalar = cvi.compose([a, b], [3.0, 1.0], normalize=True)
+  assert scalar.has_log_prob
+  np.testing.assert_allclose(scalar.log_prob(x, 0.5),
+                             cvi.compose([a, b], [3.0, 1.0]).log_prob(x, 0.5) / 4.0, rtol=1e-5)
