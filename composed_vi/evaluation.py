@@ -79,6 +79,7 @@ class Method:
   context: bool = True
   options: tuple = ()  # ((name, value), ...) on top of the sampler's evaluation options
   description: str = ""
+  composition: tuple = ()  # ((name, value), ...) on top of the config's world_demo.Composition
 
 
 METHODS = {m.name: m for m in [
@@ -88,6 +89,10 @@ METHODS = {m.name: m for m in [
     Method("sim2v", "sim2v", "ode", description="simulation backbone alone (objects alone)"),
     Method("average", "composed", "ode",
            description="velocity averaging of the composed target (Composable Diffusion)"),
+    Method("average_unnormalized", "composed", "ode",
+           composition=(("normalize_weights", False),),
+           description="velocity averaging with the weights not normalised: the same v_bar, "
+                       "started from N(0, I / W) instead of N(0, I)"),
     Method("langevin", "composed", "annealed_langevin",
            description="annealed Langevin on the composed target (ULA)"),
     Method("poe_smc", "composed", "poe_smc",
@@ -199,7 +204,8 @@ class Sampler:
 
   def target(self, method: Method, example: dict):
     if method.experts == "composed":
-      return world_demo.build_target(example, self.backbones, self.composition, self.fns,
+      composition = dataclasses.replace(self.composition, **dict(method.composition))
+      return world_demo.build_target(example, self.backbones, composition, self.fns,
                                      context=method.context)
     spec, params = self.backbones[method.experts]
     return compose([tb.expert(spec, params, example,

@@ -127,6 +127,24 @@ def test_sampler_options_of_the_ablations():
   assert "step_size" not in ev.sampler_options(ev.METHODS["langevin"], config)
 
 
+def test_method_composition_overrides_reach_the_target():
+  """``average`` samples the normalised composition (weights summing to 1 per pixel, started
+  from N(0, I)); ``average_unnormalized`` the same experts with the raw weights."""
+  config = eval_config.get_config("smoke")
+  sampler = ev.Sampler(config)
+  case = ev.cases(config.splits.dev, "dev")[1]
+  example = ev.case_example(case, world_demo.scene_config(config))
+  norm = sampler.target(ev.METHODS["average"], example)
+  raw = sampler.target(ev.METHODS["average_unnormalized"], example)
+  np.testing.assert_allclose(np.asarray(norm.total_weight), 1.0, rtol=1e-6)
+  assert float(raw.total_weight.max()) == pytest.approx(
+      1.0 + config.camera_weight + config.context_weight)
+  np.testing.assert_allclose(np.asarray(norm.init_std()), 1.0, rtol=1e-6)
+  x = jax.random.normal(jax.random.key(0), (2,) + norm.shape)
+  np.testing.assert_allclose(norm.velocity(x, 0.5), raw.velocity(x, 0.5), rtol=1e-4, atol=1e-5)
+  assert sampler.composition.normalize_weights  # the override did not leak
+
+
 @pytest.mark.parametrize("field,value,match", [
     ("methods", "ctrl_vi,nope", "methods"),
     ("split", "train", "split"),
