@@ -344,6 +344,9 @@ def segment_target(example: dict, first_frames, variant: str, backbones: dict,
     # score and nothing to the total weight (the target is the one without it), and every
     # variant keeps one pytree structure, so the jitted sampler compiles once.
     weights[-1] = jnp.zeros_like(weights[-1])
+    if composition.normalize_weights:  # the others sum to 1 again where the context had a say
+      total = sum(weights)
+      weights = [w / total for w in weights]
   i2v = world_demo.BACKBONES.index("i2v")
   spec = backbones["i2v"][0]
   video = np.zeros((n,) + tuple(example["video"].shape), np.float32)
