@@ -9,9 +9,12 @@ below were chosen on ``dev`` (and on the demo scene) only. The world's training 
 ``jax.random.fold_in(key(1), i)`` splits (configs/train_tiny.py), never from these seeds.
 """
 
+import dataclasses
+
 import ml_collections
 
 from composed_vi.evaluation import METHODS
+from composed_vi.world_demo import Composition
 from configs import world_demo
 
 
@@ -42,9 +45,8 @@ def get_config(arg=None):
   c.backbones = ml_collections.ConfigDict(dict(
       t2v="assets/backbones/t2v", i2v="assets/backbones/i2v", cam2v="assets/backbones/cam2v",
       sim2v="assets/backbones/sim2v"))
-  for name in ("camera_weight", "sim_weight", "context_weight", "context_sigma",
-               "object_dilation", "guidance_scale", "normalize_weights"):
-    c[name] = demo[name]
+  for field in dataclasses.fields(Composition):  # the demo's composition, every field
+    c[field.name] = demo[field.name]
   c.splits = ml_collections.ConfigDict(dict(
       dev=dict(backgrounds=(11, 12), cameras=("static", "pan_left", "dolly_in", "orbit"),
                simulations=(21,), camera_seed_base=3100),

@@ -10,8 +10,11 @@ pose; measured: the background error when the camera returns (composed_vi.long_v
 start view leaves the frame before it returns); about twice the compute.
 """
 
+import dataclasses
+
 import ml_collections
 
+from composed_vi.world_demo import Composition
 from configs import common, world_demo
 
 
@@ -38,9 +41,8 @@ def get_config(arg=None):
                                                cam2v="assets/backbones/cam2v",
                                                sim2v="assets/backbones/sim2v"))
   # Composition (composed_vi.world_demo.Composition): the demo's.
-  for name in ("guidance_scale", "camera_weight", "sim_weight", "context_weight",
-               "context_sigma", "object_dilation", "normalize_weights"):
-    c[name] = demo[name]
+  for field in dataclasses.fields(Composition):  # the demo's composition, every field
+    c[field.name] = demo[field.name]
   c.bootstrap_resamples = 2000
   if arg == "smoke":
     c.scene_seeds = (101,)

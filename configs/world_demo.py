@@ -30,8 +30,8 @@ def get_config(arg=None):
   c.backbones = ml_collections.ConfigDict(dict(i2v="assets/backbones/i2v",
                                                cam2v="assets/backbones/cam2v",
                                                sim2v="assets/backbones/sim2v"))
-  # guidance_scale, camera_weight, sim_weight, context_weight, context_sigma,
-  # object_dilation: world_demo.Composition's defaults (chosen on the evaluation's dev split).
+  # Every field of world_demo.Composition, at its defaults (chosen on the evaluation's dev
+  # split; configs/evaluate.py and configs/long_video.py copy them from here).
   c.update(dataclasses.asdict(world_demo.Composition()))
   # Chosen on the evaluation's dev split (RESULTS.md): the step, and a strong repulsion that
   # acts only where no control specifies the video (the target's repulsion_mask): with 4
