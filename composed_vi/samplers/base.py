@@ -36,6 +36,8 @@ class AnnealingOptions:
     levels: explicit decreasing levels in (0, 1], overriding the four above.
     inner_steps: correction steps per level (``J``).
     step_size: ``eta``; the step at level ``t`` is ``eta * t^2`` (the score scales like 1/t).
+    precondition: divide the step per coordinate by the target's total weight ``W`` (so the
+      step at level ``t`` is ``eta * t^2 / W``; see :func:`step_sizes`).
   """
 
   num_levels: int = 128
@@ -45,9 +47,12 @@ class AnnealingOptions:
   levels: Any = None
   inner_steps: int = 4
   step_size: float = 0.1
+  precondition: bool = False
 
   def validate(self):
     check_positive_int("num_levels", self.num_levels)
+    if not isinstance(self.precondition, bool):
+      fail("precondition", "True or False", self.precondition)
     check_positive_int("inner_steps", self.inner_steps, minimum=0)
     check_positive_float("step_size", self.step_size)
     for name in ("t_max", "t_min"):
@@ -84,6 +89,26 @@ def init_particles(key, target, num_particles: int) -> jax.Array:
   check_positive_int("num_particles", num_particles)
   noise = jax.random.normal(key, (num_particles,) + tuple(target.shape), jnp.float32)
   return noise * target.init_std()
+
+
+def step_sizes(target, t, options: AnnealingOptions):
+  """The correction step at level ``t``: ``eta t^2``, or ``eta t^2 / W`` per coordinate.
+
+  The score of ``pi_t = prod_i p_t^i ** m_i`` scales like ``W / t^2`` where the weights sum to
+  ``W``: at high noise ``pi_t`` is ``N(., t^2 / W)``, so a step of ``eta t^2`` contracts the
+  particles ``W`` times faster where more experts (or a heavier one) speak. Dividing by ``W``
+  is a constant diagonal preconditioner: it keeps each sampler's target (SVGD with the
+  matrix-valued kernel ``k(x, y) diag(1 / W)``, preconditioned Langevin) and gives every
+  coordinate the stiffness of one expert. Returns a scalar, or an array of the event shape
+  (targets without ``total_weight`` count as ``W = 1``).
+  """
+  eta = options.step_size * t**2
+  if not options.precondition:
+    return eta
+  total = getattr(target, "total_weight", None)
+  if total is None:
+    return eta
+  return eta / total
 
 
 def level_times(levels: jax.Array, level):

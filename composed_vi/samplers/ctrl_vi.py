@@ -118,7 +118,7 @@ def step(state: CtrlVIState, target, levels, options: CtrlVIOptions, mesh=None):
   (:func:`composed_vi.kernels.sharded_stein_direction`).
   """
   t, t_next = base.level_times(levels, state.level)
-  eta = options.step_size * t**2
+  eta = base.step_sizes(target, t, options)
   gamma = schedules.repulsion_weight(options.repulsion_schedule, options.repulsion, t)
   features = options.features(target.shape, target)
 

@@ -58,13 +58,13 @@ def init(key, target, num_particles: int, options) -> LangevinState:
 
 def langevin_steps(key, target, x, t, options):
   """``inner_steps`` ULA/MALA steps at level ``t``; returns ``(x, acceptance, score_norm)``."""
-  eta = options.step_size * t**2
+  eta = base.step_sizes(target, t, options)
   mala = use_mala(target, options)
   n = x.shape[0]
   axes = tuple(range(1, x.ndim))
 
   def log_q(x_to, x_from, s_from):  # log density of the Langevin proposal, up to a constant
-    return -jnp.sum(jnp.square(x_to - x_from - eta * s_from), axis=axes) / (4 * eta)
+    return -jnp.sum(jnp.square(x_to - x_from - eta * s_from) / (4 * eta), axis=axes)
 
   def one(carry, k):
     x, acc, _ = carry
