@@ -12,14 +12,19 @@ Methods (:data:`METHODS`):
 
 - ``t2v``, ``i2v``, ``cam2v``, ``sim2v``: one backbone alone with its own control (ODE);
 - ``average``: velocity averaging of the composed target (Composable Diffusion: the ODE on
-  ``v_bar``), same experts, masks and context as Ctrl-VI;
+  ``v_bar``), same experts, masks and context as Ctrl-VI; ``average_normalized`` with the
+  weights divided by their sum per pixel (started from ``N(0, I)``, not ``N(0, I / W)``);
 - ``langevin``: annealed Langevin (ULA) on the composed target;
 - ``poe_smc``: annealed Langevin with SMC resampling on a reward (agreement of ``x0_hat`` with
   the 3D-cache context on visible pixels: the product-of-experts baseline);
 - ``ctrl_vi``: the method, and its ablations ``ctrl_vi_no_context``, ``ctrl_vi_no_repulsion``,
   ``ctrl_vi_no_annealing`` (every SVGD step at ``t_min``, the same number of steps),
-  ``ctrl_vi_kernel_drive`` (textbook SVGD drive) and ``ctrl_vi_full_kernel`` (the kernel, and
-  so the repulsion, on every coordinate instead of the unspecified ones alone).
+  ``ctrl_vi_kernel_drive`` (textbook SVGD drive), ``ctrl_vi_normalized`` (weights normalised
+  per pixel: the previous defaults) and ``ctrl_vi_full_kernel`` (the kernel, and so the
+  repulsion, on every coordinate instead of the unspecified ones alone).
+
+The score-following samplers (Ctrl-VI, Langevin, PoE-SMC) share ``config.precondition``: steps
+of ``eta t^2 / W`` per pixel (:func:`composed_vi.samplers.base.step_sizes`).
 
 :func:`run` writes one row per (case, method) to ``results.jsonl`` as it goes (a rerun resumes
 after the last finished row); :func:`aggregate` gives the mean and a 95% bootstrap interval
@@ -89,10 +94,10 @@ METHODS = {m.name: m for m in [
     Method("sim2v", "sim2v", "ode", description="simulation backbone alone (objects alone)"),
     Method("average", "composed", "ode",
            description="velocity averaging of the composed target (Composable Diffusion)"),
-    Method("average_unnormalized", "composed", "ode",
-           composition=(("normalize_weights", False),),
-           description="velocity averaging with the weights not normalised: the same v_bar, "
-                       "started from N(0, I / W) instead of N(0, I)"),
+    Method("average_normalized", "composed", "ode",
+           composition=(("normalize_weights", True),),
+           description="velocity averaging with the weights normalised per pixel: the same "
+                       "v_bar, started from N(0, I) instead of N(0, I / W)"),
     Method("langevin", "composed", "annealed_langevin",
            description="annealed Langevin on the composed target (ULA)"),
     Method("poe_smc", "composed", "poe_smc",
@@ -106,6 +111,11 @@ METHODS = {m.name: m for m in [
            description="ablation: every SVGD step at t_min, same number of steps"),
     Method("ctrl_vi_kernel_drive", "composed", "ctrl_vi", options=(("drive", "kernel"),),
            description="ablation: textbook SVGD drive (kernel-averaged scores)"),
+    Method("ctrl_vi_normalized", "composed", "ctrl_vi",
+           composition=(("normalize_weights", True),), options=(("repulsion", 1e4),),
+           description="ablation: weights normalised per pixel (the target at temperature 1, "
+                       "started from N(0, I), W = 1); repulsion 1e4 as the same strength on "
+                       "the unspecified pixels (the previous defaults)"),
     Method("ctrl_vi_full_kernel", "composed", "ctrl_vi", options=(("feature_map", "identity"),),
            description="ablation: kernel (and repulsion) on every pixel, not only the "
                        "unspecified ones"),
@@ -179,6 +189,7 @@ def sampler_options(method: Method, config) -> dict:
   opts = dict(num_levels=config.num_levels)
   if method.sampler != "ode":
     opts["inner_steps"] = config.inner_steps
+    opts["precondition"] = config.precondition
   if method.sampler == "poe_smc":
     opts.update(reward=context_reward, reward_scale=config.poe_smc_reward_scale)
   if method.sampler == "ctrl_vi":  # the config's Ctrl-VI settings (chosen on the dev split)

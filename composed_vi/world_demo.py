@@ -74,9 +74,10 @@ class Composition:
   context_sigma: float = 0.02
   object_dilation: int = 1
   guidance_scale: float = 1.0
-  # Weights divided by their sum per pixel (composed_vi.compose(normalize=True)): chosen on
-  # the dev split, where it closed most of Ctrl-VI's gap to velocity averaging.
-  normalize_weights: bool = True
+  # The raw-weight product of METHOD.md section 3 (pi_1 = N(0, I / W)); the demo's sampler
+  # preconditions its steps by 1 / W instead (RESULTS.md, "Preconditioned steps"). True
+  # divides the weights by their sum per pixel (compose(normalize=True), temperature 1).
+  normalize_weights: bool = False
 
   @classmethod
   def from_config(cls, config) -> "Composition":

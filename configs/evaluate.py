@@ -31,6 +31,9 @@ def get_config(arg=None):
   c.num_levels = demo.num_levels
   c.inner_steps = demo.sampler.inner_steps
   c.poe_smc_reward_scale = 10.0
+  # Every sampler that steps along the score (Ctrl-VI, Langevin, PoE-SMC) steps by
+  # eta t^2 / W per pixel (samplers.base.step_sizes), as the demo does.
+  c.precondition = demo.sampler.precondition
   # Ctrl-VI options for every ctrl_vi method (an ablation's own option wins); None: the
   # sampler's default. Chosen on the dev split (README, "Evaluation").
   c.ctrl_vi = ml_collections.ConfigDict(dict(

@@ -37,8 +37,10 @@ def get_config(arg=None):
   # acts only where no control specifies the video (the target's repulsion_mask): with 4
   # particles in ~37k dimensions the RBF repulsion fades by ~1/D, and on the unspecified
   # pixels alone it can be made strong without touching the controls.
+  # Steps preconditioned by the target's total weight (eta t^2 / W per pixel: every pixel gets
+  # the stiffness of one expert; the repulsion's 2e4 is 1e4 on the unspecified pixels, W = 2).
   c.sampler = common.sampler(inner_steps=2, step_size=0.02, feature_map="target_mask",
-                             repulsion=1e4)
+                             repulsion=2e4, precondition=True)
   if arg == "smoke":
     c.num_particles = 2
     c.num_levels = 4

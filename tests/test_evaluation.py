@@ -125,24 +125,29 @@ def test_sampler_options_of_the_ablations():
   assert ev.sampler_options(ev.METHODS["ctrl_vi"], config)["step_size"] == 0.05
   assert ev.sampler_options(ev.METHODS["ctrl_vi_no_repulsion"], config)["repulsion"] == 0.0
   assert "step_size" not in ev.sampler_options(ev.METHODS["langevin"], config)
+  # One preconditioner for every score-following sampler; the ODE has no step.
+  for name in ("ctrl_vi", "langevin", "poe_smc", "ctrl_vi_no_annealing"):
+    assert ev.sampler_options(ev.METHODS[name], config)["precondition"] is True
+  assert "precondition" not in ev.sampler_options(ev.METHODS["average"], config)
 
 
 def test_method_composition_overrides_reach_the_target():
-  """``average`` samples the normalised composition (weights summing to 1 per pixel, started
-  from N(0, I)); ``average_unnormalized`` the same experts with the raw weights."""
+  """``average`` samples the raw-weight composition (started from N(0, I / W));
+  ``average_normalized`` the same experts with weights summing to 1 per pixel."""
   config = eval_config.get_config("smoke")
   sampler = ev.Sampler(config)
   case = ev.cases(config.splits.dev, "dev")[1]
   example = ev.case_example(case, world_demo.scene_config(config))
-  norm = sampler.target(ev.METHODS["average"], example)
-  raw = sampler.target(ev.METHODS["average_unnormalized"], example)
+  raw = sampler.target(ev.METHODS["average"], example)
+  norm = sampler.target(ev.METHODS["average_normalized"], example)
   np.testing.assert_allclose(np.asarray(norm.total_weight), 1.0, rtol=1e-6)
   assert float(raw.total_weight.max()) == pytest.approx(
       1.0 + config.camera_weight + config.context_weight)
   np.testing.assert_allclose(np.asarray(norm.init_std()), 1.0, rtol=1e-6)
   x = jax.random.normal(jax.random.key(0), (2,) + norm.shape)
   np.testing.assert_allclose(norm.velocity(x, 0.5), raw.velocity(x, 0.5), rtol=1e-4, atol=1e-5)
-  assert sampler.composition.normalize_weights  # the override did not leak
+  assert not sampler.composition.normalize_weights  # the override did not leak
+  assert ev.sampler_options(ev.METHODS["ctrl_vi_normalized"], config)["repulsion"] == 1e4
 
 
 @pytest.mark.parametrize("field,value,match", [

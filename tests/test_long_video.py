@@ -179,10 +179,7 @@ def test_chain_passes_last_frame(truth, segments, backbones, variant):
   # last_frame_only: the context expert has weight 0 (no say anywhere).
   assert len(targets[1].experts) == 4
   assert (np.max(np.asarray(targets[1].weights[-1])) == 0) == (variant == "last_frame_only")
-  # With the (default) normalised composition the weights still sum to 1 at every pixel, so
-  # every variant starts from N(0, I) (the context's share goes back to the backbones).
-  assert composition.normalize_weights
-  np.testing.assert_allclose(np.asarray(targets[1].total_weight), 1.0, rtol=1e-5)
+  assert not composition.normalize_weights  # the default: the raw-weight product
   ctx_values = np.asarray(targets[1].experts[-1].values[:, 0])  # (N, T, H, W, 3)
   # Frame 0 of the context is each chain's own first frame, never the segment's true frame.
   np.testing.assert_array_equal(ctx_values[:, 0], firsts[1])
@@ -195,6 +192,12 @@ def test_chain_passes_last_frame(truth, segments, backbones, variant):
     # The static background of the ORIGINAL first frame, re-rendered along segment 1.
     for i in range(n):
       np.testing.assert_allclose(ctx_values[i, 1:], segments[1]["background_context"][1:])
+  # With normalised weights every variant's weights sum to 1 at every pixel, so each starts
+  # from N(0, I): last_frame_only gives the context's share back to the backbones.
+  seen.clear()
+  lv.chain(jax.random.key(0), segments, variant, n, backbones,
+           dataclasses.replace(composition, normalize_weights=True), fake_sample)
+  np.testing.assert_allclose(np.asarray(seen[1][1].total_weight), 1.0, rtol=1e-5)
 
 
 def test_smoke_config_end_to_end(tmp_path):
