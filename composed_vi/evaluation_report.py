@@ -30,6 +30,16 @@ def _fmt(x: float, metric: str) -> str:
   return f"{x:.3f}"
 
 
+def _fmt_diff(x: float, metric: str) -> str:
+  """A paired difference, signed, one decimal finer than the means (composed methods differ
+  by 1e-4 L1, which ``_fmt`` would print as 0.000)."""
+  if not np.isfinite(x):
+    return "n/a"
+  if metric in ("track_error_px", "seconds"):
+    return f"{x:+.3f}"
+  return f"{x:+.4f}"
+
+
 def verdict(entry: dict, better: str) -> str:
   """``better``/``worse``/``tied`` of a method against Ctrl-VI from the paired interval."""
   lo, hi = entry.get("diff_low", np.nan), entry.get("diff_high", np.nan)
@@ -70,8 +80,8 @@ def markdown(table: dict, methods, command: str, num_cases: int) -> str:
         if "diff" not in e:
           cells.append("n/a")
           continue
-        cells.append(f"{_fmt(e['diff'], metric)} [{_fmt(e['diff_low'], metric)}, "
-                     f"{_fmt(e['diff_high'], metric)}] {verdict(e, better)}")
+        cells.append(f"{_fmt_diff(e['diff'], metric)} [{_fmt_diff(e['diff_low'], metric)}, "
+                     f"{_fmt_diff(e['diff_high'], metric)}] {verdict(e, better)}")
       lines.append(f"| {name} | " + " | ".join(cells) + " |")
   lines += ["", "Methods:", ""]
   lines += [f"- `{m.name}`: {m.description}" for m in methods]

@@ -80,6 +80,22 @@ def test_aggregate_paired_difference_and_verdict():
   assert report.verdict(dict(diff_low=-0.3, diff_high=-0.1), "lower") == "better"
 
 
+def test_markdown_prints_small_paired_differences():
+  """Composed methods differ by ~1e-4 L1: the paired table must not round that to 0.000."""
+  rows = []
+  for i in range(6):
+    base = dict(first_frame_l1=0.04 + 0.001 * i, track_error_px=3.0 + 0.1 * i)
+    rows.append(dict(case=f"c{i}", method="ctrl_vi", seconds=1.0, **base))
+    rows.append(dict(case=f"c{i}", method="average", seconds=1.0,
+                     **dict(base, first_frame_l1=base["first_frame_l1"] - 0.0002)))
+  table = ev.aggregate(rows, ["ctrl_vi", "average"])
+  methods = [ev.METHODS["ctrl_vi"], ev.METHODS["average"]]
+  text = report.markdown(table, methods, "cmd", 6)
+  line = [ln for ln in text.splitlines() if ln.startswith("| average |")][-1]
+  assert "-0.0002 [-0.0002, -0.0002] better" in line
+  assert "+0.000 [+0.000, +0.000] tied" in line  # tracks: identical
+
+
 def test_context_reward_reads_the_target():
   shape = (2, 3, 3, 3)
   c = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
