@@ -227,4 +227,8 @@ def evaluate(example: dict, samples: np.ndarray) -> dict:
       background_l1=float(bg),
       object_l1=float(np.mean([wm.object_l1(v, example) for v in samples])),
       diversity_unspecified_l1=wm.diversity(samples, example),
+      # Texture on those pixels, beside the ground truth's: diversity that is noise scores
+      # above the ground truth, blur below it.
+      high_frequency_unspecified=wm.high_frequency_energy(samples, example),
+      high_frequency_unspecified_ground_truth=wm.high_frequency_energy(video, example),
       frame_l1_to_ground_truth=float(np.mean(np.abs(samples - video[None]))))

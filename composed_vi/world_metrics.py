@@ -3,7 +3,8 @@
 Videos are ``(T, H, W, 3)`` in [-1, 1]; ``example`` is a :mod:`composed_vi.world.dataset` dict.
 Issue 6's metrics: :func:`track_error_px` (object trajectory), :func:`camera_background_error`,
 :func:`consistency_3d`, :func:`camera_following` (a backbone that sees the camera path
-alone), :func:`first_frame_l1`, :func:`diversity` (several particles),
+alone), :func:`first_frame_l1`, :func:`diversity` (several particles) with
+:func:`high_frequency_energy` beside it (texture, to tell diversity from noise),
 :func:`validity` (per particle) and :func:`all_metrics` (all of them for one case).
 """
 
@@ -301,6 +302,40 @@ def diversity_everywhere(videos, example=None) -> float:
   :func:`diversity`)."""
   videos = np.asarray(videos, np.float32)
   return diversity(videos, region=np.ones(videos.shape[1:-1] + (1,), np.float32))
+
+
+def high_frequency_energy(videos, example=None, region=None) -> float:
+  """Mean ``|x - mean of its 4 neighbours|`` over a region (RGB in [-1, 1] units), averaged
+  over particles: tells texture from blur (0 for a flat or linear image) and, beside
+  :func:`diversity`, whether particles that differ are noisy (more than the ground truth's)
+  or textured like it.
+
+  Args:
+    videos: ``(N, T, H, W, 3)`` particles, or one video ``(T, H, W, 3)``.
+    example: gives the default region :func:`unspecified_region`.
+    region: optional weights broadcastable to ``(T, H, W, 1)`` (or ``(T, H, W)``).
+
+  Only interior pixels count (the image border has no 4 neighbours). A checkerboard of
+  ``+-a`` scores ``2a``; NaN for an empty region.
+  """
+  videos = np.asarray(videos, np.float32)
+  if videos.ndim == 4:
+    videos = videos[None]
+  if region is None:
+    if example is None:
+      raise ValueError("high_frequency_energy: give example or region")
+    region = unspecified_region(example)
+  region = np.asarray(region, np.float32)
+  if region.ndim == videos.ndim - 2:
+    region = region[..., None]
+  region = np.broadcast_to(region, videos.shape[1:-1] + (1,))[:, 1:-1, 1:-1]
+  neighbours = 0.25 * (videos[:, :, :-2, 1:-1] + videos[:, :, 2:, 1:-1]
+                       + videos[:, :, 1:-1, :-2] + videos[:, :, 1:-1, 2:])
+  detail = np.abs(videos[:, :, 1:-1, 1:-1] - neighbours)
+  norm = float(np.sum(region)) * videos.shape[-1] * videos.shape[0]
+  if norm <= 0:
+    return float("nan")
+  return float(np.sum(detail * region[None]) / norm)
 
 
 # ----------------------------------------------------------------------------- validity

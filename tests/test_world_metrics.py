@@ -108,6 +108,28 @@ def test_diversity_known_answers(pan):
   assert np.isnan(wm.diversity(gt[None], pan))
 
 
+def test_high_frequency_energy_known_answers(pan):
+  shape = pan["video"].shape
+  ones = np.ones(shape[:3])
+  flat = np.full(shape, 0.3, np.float32)
+  assert wm.high_frequency_energy(flat, region=ones) == 0.0
+  # A linear ramp equals its neighbours' mean: no detail.
+  ramp = np.broadcast_to(np.linspace(-1, 1, shape[2])[None, :, None, None], shape)
+  assert wm.high_frequency_energy(ramp, region=ones) == pytest.approx(0.0, abs=1e-6)
+  # A checkerboard of +-a: every interior pixel is 2a from its neighbours' mean.
+  yy, xx = np.meshgrid(np.arange(shape[1]), np.arange(shape[2]), indexing="ij")
+  board = np.where((yy + xx) % 2 == 0, 0.2, -0.2)[None, :, :, None]
+  board = np.broadcast_to(board, shape).astype(np.float32)
+  assert wm.high_frequency_energy(board, region=ones) == pytest.approx(0.4, abs=1e-6)
+  # Several particles average; the region selects the pixels.
+  both = np.stack([board, flat])
+  assert wm.high_frequency_energy(both, region=ones) == pytest.approx(0.2, abs=1e-6)
+  region = wm.unspecified_region(pan)
+  mixed = np.where(region > 0, flat, board)  # texture only where a control speaks
+  assert wm.high_frequency_energy(mixed, pan) < wm.high_frequency_energy(board, pan)
+  assert np.isnan(wm.high_frequency_energy(board, region=np.zeros(shape[:3])))
+
+
 def test_validity(pan):
   gt = pan["video"]
   assert wm.validity(gt, pan) == dict(first_frame=True, track=True, background=True,
