@@ -59,6 +59,9 @@ class Composition:
   Attributes:
     camera_weight: weight of the camera backbone on the background (``1 - object region``).
     sim_weight: weight of the simulation backbone on the (dilated) object region.
+    image_object_weight: weight of the image backbone on the object region after frame 0
+      (1 elsewhere). The image backbone knows the objects' first-frame places only; at 0 the
+      object region of later frames is the simulation backbone's alone (METHOD.md section 6).
     context_weight: weight of the 3D-cache context expert (0: no context).
     context_sigma: ``sigma_c`` of the context expert.
     object_dilation: pixels added around the object region.
@@ -68,6 +71,7 @@ class Composition:
 
   camera_weight: float = 1.0
   sim_weight: float = 1.0
+  image_object_weight: float = 1.0
   # Chosen on the evaluation's dev split (RESULTS.md, "Settings chosen on dev"): the 3D cache
   # is about 6x more accurate than the tiny backbones on the background it covers.
   context_weight: float = 6.0
@@ -84,7 +88,8 @@ class Composition:
     return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls)})
 
   def validate(self) -> "Composition":
-    for name in ("context_weight", "sim_weight", "camera_weight", "context_sigma"):
+    for name in ("context_weight", "sim_weight", "camera_weight", "image_object_weight",
+                 "context_sigma"):
       check_positive_float(name, getattr(self, name), allow_zero=name != "context_sigma")
     check_positive_int("object_dilation", self.object_dilation, minimum=0)
     check_positive_float("guidance_scale", self.guidance_scale)
@@ -124,7 +129,11 @@ def build_target(example: dict, backbones: dict, composition: Composition, fns=N
     spec, params = backbones[name]
     exps.append(tb.expert(spec, params, example, guidance_scale=composition.guidance_scale,
                           fn=None if fns is None else fns[name]))
-  weights = [1.0, composition.camera_weight * (1.0 - region), composition.sim_weight * region]
+  image = 1.0  # a scalar where it is 1 everywhere (the same target as before the option)
+  if composition.image_object_weight != 1.0:
+    image = 1.0 - (1.0 - composition.image_object_weight) * region
+    image[0] = 1.0  # the first frame is the image backbone's own control
+  weights = [image, composition.camera_weight * (1.0 - region), composition.sim_weight * region]
   if context and composition.context_weight > 0:
     # The shared static scene only (METHOD.md section 5): the first frame's BACKGROUND lifted
     # to 3D, and not where the objects are now (the simulation backbone's region). The full

@@ -153,3 +153,25 @@ def test_build_target_context_is_the_static_background_and_the_first_frame(examp
       free[1:], np.broadcast_to((1 - example["background_visibility"]) * (1 - region),
                                 example["video"].shape)[1:])
   assert free.max() <= 1.0 and free.mean() < 0.5
+
+
+def test_image_object_weight_gives_later_object_regions_to_the_simulation(example):
+  from composed_vi import world_demo
+
+  backbones = {k: tb.TinySpec(kind=k, vocab_size=64) for k in world_demo.BACKBONES}
+  backbones = {k: (s, tb.init_params(s, seed=0)) for k, s in backbones.items()}
+  default = world_demo.build_target(example, backbones, world_demo.Composition())
+  assert np.ndim(default.weights[0]) == 0 and float(default.weights[0]) == 1.0  # unchanged
+  composition = world_demo.Composition(image_object_weight=0.25)
+  target = world_demo.build_target(example, backbones, composition)
+  shape = example["video"].shape
+  image = np.broadcast_to(np.asarray(target.weights[0]), shape)
+  region = np.broadcast_to(world_demo.dilate(example["object_region"], 1), shape) > 0
+  assert np.all(image[0] == 1.0)  # the first frame stays the image backbone's control
+  assert region[1:].any() and np.all(image[1:][region[1:]] == 0.25)
+  assert np.all(image[1:][~region[1:]] == 1.0)
+  # The other experts' weights are those of the default composition.
+  for a, b in zip(target.weights[1:], default.weights[1:]):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  with pytest.raises(ConfigError, match="image_object_weight"):
+    world_demo.Composition(image_object_weight=-1.0).validate()
