@@ -267,6 +267,19 @@ def unspecified_region(example) -> np.ndarray:
   return (1.0 - seen).astype(np.float32)
 
 
+def _particle_region(videos, example, region, name: str) -> np.ndarray:
+  """The ``(T, H, W, 1)`` region of particles ``(N, T, H, W, 3)``: ``region`` broadcast, or
+  the example's :func:`unspecified_region`."""
+  if region is None:
+    if example is None:
+      raise ValueError(f"{name}: give example or region")
+    region = unspecified_region(example)
+  region = np.asarray(region, np.float32)
+  if region.ndim == videos.ndim - 2:
+    region = region[..., None]
+  return np.broadcast_to(region, videos.shape[1:-1] + (1,))
+
+
 def diversity(videos, example=None, region=None) -> float:
   """Mean pairwise L1 between particles on a region (RGB in [-1, 1] units, 0 to 2).
 
@@ -280,14 +293,7 @@ def diversity(videos, example=None, region=None) -> float:
     fewer than 2 particles or an empty region. Identical particles score 0.
   """
   videos = np.asarray(videos, np.float32)
-  if region is None:
-    if example is None:
-      raise ValueError("diversity: give example or region")
-    region = unspecified_region(example)
-  region = np.asarray(region, np.float32)
-  if region.ndim == videos.ndim - 2:
-    region = region[..., None]
-  region = np.broadcast_to(region, videos.shape[1:-1] + (1,))
+  region = _particle_region(videos, example, region, "diversity")
   norm = float(np.sum(region)) * videos.shape[-1]
   n = videos.shape[0]
   if n < 2 or norm <= 0:
@@ -321,14 +327,7 @@ def high_frequency_energy(videos, example=None, region=None) -> float:
   videos = np.asarray(videos, np.float32)
   if videos.ndim == 4:
     videos = videos[None]
-  if region is None:
-    if example is None:
-      raise ValueError("high_frequency_energy: give example or region")
-    region = unspecified_region(example)
-  region = np.asarray(region, np.float32)
-  if region.ndim == videos.ndim - 2:
-    region = region[..., None]
-  region = np.broadcast_to(region, videos.shape[1:-1] + (1,))[:, 1:-1, 1:-1]
+  region = _particle_region(videos, example, region, "high_frequency_energy")[:, 1:-1, 1:-1]
   neighbours = 0.25 * (videos[:, :, :-2, 1:-1] + videos[:, :, 2:, 1:-1]
                        + videos[:, :, 1:-1, :-2] + videos[:, :, 1:-1, 2:])
   detail = np.abs(videos[:, :, 1:-1, 1:-1] - neighbours)
