@@ -369,3 +369,38 @@ def aggregate(rows: list[dict], methods, metrics=METRICS, reference: str = "ctrl
             d, num_resamples, seed)
       out[name][metric] = entry
   return out
+
+
+def best_or_tied(rows: list[dict], methods, metrics=METRICS, num_resamples: int = 2000,
+                 seed: int = 0) -> dict:
+  """Per metric (``seconds`` aside): the method with the best mean over the cases every
+  method has, and those tied with it (the 95% bootstrap interval of the paired difference to
+  the best holds 0). ``{metric: {"best": name, "tied": [names], "cases": n}}``, over the cases
+  where every method's value is finite (diversity is undefined on static-camera cases);
+  methods with no finite value on a metric are left out of it."""
+  names = [m if isinstance(m, str) else m.name for m in methods]
+  by = {}
+  for r in rows:
+    by.setdefault(r["method"], {})[r["case"]] = r
+  common = sorted(set.intersection(*[set(by.get(n, {})) for n in names])) if names else []
+  out = {}
+  for metric, better, _ in metrics:
+    if metric == "seconds" or not common:
+      continue
+    values = {n: np.array([_value(by[n][c], metric) for c in common]) for n in names}
+    keep = [n for n in names if np.isfinite(values[n]).any()]
+    finite = np.all([np.isfinite(values[n]) for n in keep], axis=0) if keep else None
+    if not keep or not finite.any():
+      continue
+    values = {n: values[n][finite] for n in keep}  # cases where the metric is defined
+    sign = 1.0 if better == "lower" else -1.0
+    best = min(keep, key=lambda n: sign * float(values[n].mean()))
+    tied = []
+    for n in keep:
+      if n == best:
+        continue
+      _, lo, hi = bootstrap_interval(values[n] - values[best], num_resamples, seed)
+      if lo <= 0 <= hi:
+        tied.append(n)
+    out[metric] = dict(best=best, tied=tied, cases=int(finite.sum()))
+  return out

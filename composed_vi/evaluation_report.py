@@ -5,8 +5,9 @@ Files written to the workdir (atomically):
 - ``table.json``: per method and metric the mean over cases, its 95% bootstrap interval, the
   number of cases, and the paired difference to Ctrl-VI with its interval; plus the cases,
   methods and the command that reproduces it;
-- ``table.md``: the same as a markdown table (``mean [low, high]``), and a paired table of
-  differences to Ctrl-VI marked better / worse / tied (interval containing 0);
+- ``table.md``: the same as a markdown table (``mean [low, high]``), a paired table of
+  differences to Ctrl-VI marked better / worse / tied (interval containing 0), and per metric
+  the best method with those tied with it (:func:`composed_vi.evaluation.best_or_tied`);
 - ``metrics.png``: one panel per metric, a bar per method with its interval;
 - ``gallery/index.html``: for the first ``gallery_cases`` cases, the inputs, the ground truth and
   every method's particles side by side (one GIF per method, particles left to right).
@@ -51,7 +52,7 @@ def verdict(entry: dict, better: str) -> str:
   return "better" if method_lower == (better == "lower") else "worse"
 
 
-def markdown(table: dict, methods, command: str, num_cases: int) -> str:
+def markdown(table: dict, methods, command: str, num_cases: int, best=None) -> str:
   names = [m.name for m in methods]
   lines = [f"Mean over {num_cases} cases, [95% bootstrap interval over cases]. Reproduce: "
            f"`{command}`", ""]
@@ -83,6 +84,14 @@ def markdown(table: dict, methods, command: str, num_cases: int) -> str:
         cells.append(f"{_fmt_diff(e['diff'], metric)} [{_fmt_diff(e['diff_low'], metric)}, "
                      f"{_fmt_diff(e['diff_high'], metric)}] {verdict(e, better)}")
       lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  if best:
+    lines += ["", "Best or tied-best per metric (on the cases every method has; tied: the 95% "
+              "interval of the paired difference to the best holds 0):", ""]
+    for metric, _, label in ev.METRICS:
+      if metric in best:
+        b = best[metric]
+        tied = ", ".join(f"`{n}`" for n in b["tied"]) or "none"
+        lines.append(f"- {label}: `{b['best']}`; tied: {tied}")
   lines += ["", "Methods:", ""]
   lines += [f"- `{m.name}`: {m.description}" for m in methods]
   return "\n".join(lines) + "\n"
@@ -171,15 +180,18 @@ def write(workdir: str, config, case_list, methods, rows, scene_config) -> dict:
   names = {c.name for c in case_list}
   rows = [r for r in rows if r["case"] in names and r["method"] in {m.name for m in methods}]
   table = ev.aggregate(rows, methods)
+  best = ev.best_or_tied(rows, methods)
   variant = f":{config.variant}" if config.get("variant") else ""
   split = f" --config.split={config.split}" if config.split != "test" else ""
   command = (f"python -m experiments.evaluate --config=configs/evaluate.py{variant} "
              f"--workdir=<dir>{split}")
+  if config.methods != ",".join(ev.METHODS):
+    command += f" --config.methods={config.methods}"
   io.write_json(os.path.join(workdir, "table.json"), dict(
       table=table, cases=[c.name for c in case_list], methods=[m.name for m in methods],
       metrics=[m for m, _, _ in ev.METRICS], num_particles=config.num_particles,
-      num_levels=config.num_levels, command=command, rows=len(rows)))
-  text = markdown(table, methods, command, len(case_list))
+      num_levels=config.num_levels, command=command, rows=len(rows), best_or_tied=best))
+  text = markdown(table, methods, command, len(case_list), best)
   io.write_text(os.path.join(workdir, "table.md"), text)
   plot(os.path.join(workdir, "metrics.png"), table, methods)
   gallery(workdir, case_list[:config.gallery_cases], methods, scene_config)

@@ -200,6 +200,9 @@ def test_smoke_run_writes_the_report_and_resumes(tmp_path):
   with open(os.path.join(workdir, "table.json")) as f:
     saved = json.load(f)
   assert saved["methods"] == ["i2v", "ctrl_vi"] and saved["rows"] == 2
+  # The reproduce command names the methods run; the best method per metric is recorded.
+  assert saved["command"].endswith("--config.methods=i2v,ctrl_vi")
+  assert saved["best_or_tied"]["first_frame_l1"]["best"] in ("i2v", "ctrl_vi")
   html = open(os.path.join(workdir, "gallery", "index.html")).read()
   assert "ctrl_vi" in html and "ground_truth.gif" in html
   # A rerun resumes: nothing is sampled again, the rows are unchanged.
@@ -219,3 +222,28 @@ def test_smoke_run_writes_the_report_and_resumes(tmp_path):
     config.seed = 5
   with pytest.raises(ConfigError, match="seed"):
     ev.run(config, workdir)
+
+
+def test_best_or_tied_per_metric():
+  rng = np.random.default_rng(0)
+  rows = []
+  for i in range(12):
+    noise = 0.01 * rng.standard_normal()
+    vals = dict(ctrl_vi=0.10 + noise, average=0.10 + noise + 0.002 * (-1) ** i,
+                langevin=0.15 + noise)
+    for m, v in vals.items():
+      div = float("nan") if i == 0 else {"ctrl_vi": 0.3, "average": 0.2, "langevin": 0.25}[m]
+      rows.append(dict(case=f"c{i}", method=m, first_frame_l1=v, diversity=div, seconds=1.0))
+  rows.append(dict(case="c_extra", method="ctrl_vi", first_frame_l1=9.0, diversity=0.3))
+  best = ev.best_or_tied(rows, ["ctrl_vi", "average", "langevin"])
+  # average alternates +-0.002 around ctrl_vi: tied; langevin is 0.05 worse on every case.
+  assert best["first_frame_l1"]["best"] in ("ctrl_vi", "average")
+  assert set(best["first_frame_l1"]["tied"]) == {"ctrl_vi", "average"} - {
+      best["first_frame_l1"]["best"]}
+  assert best["first_frame_l1"]["cases"] == 12  # the case only ctrl_vi has does not count
+  # Higher is better for diversity; the case where it is undefined is dropped.
+  assert best["diversity"] == dict(best="ctrl_vi", tied=[], cases=11)
+  assert "seconds" not in best and "track_error_px" not in best
+  methods = [ev.METHODS[n] for n in ("ctrl_vi", "average", "langevin")]
+  text = report.markdown(ev.aggregate(rows, methods), methods, "cmd", 12, best)
+  assert "- diversity (unspecified): `ctrl_vi`; tied: none" in text
