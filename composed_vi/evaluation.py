@@ -343,14 +343,20 @@ def _value(row: dict, metric: str) -> float:
   return float(row.get(metric, float("nan")))
 
 
+def _by_method(rows: list[dict]) -> dict:
+  """``{method: {case: row}}``."""
+  by = {}
+  for r in rows:
+    by.setdefault(r["method"], {})[r["case"]] = r
+  return by
+
+
 def aggregate(rows: list[dict], methods, metrics=METRICS, reference: str = "ctrl_vi",
               num_resamples: int = 2000, seed: int = 0) -> dict:
   """Per method and metric: ``mean``, 95% ``low``/``high`` over cases, ``n`` (finite cases),
   and ``diff``/``diff_low``/``diff_high``: the paired difference ``method - reference`` over
   the cases both have (only when ``reference`` was run)."""
-  by = {}
-  for r in rows:
-    by.setdefault(r["method"], {})[r["case"]] = r
+  by = _by_method(rows)
   out = {}
   for m in methods:
     name = m if isinstance(m, str) else m.name
@@ -379,9 +385,7 @@ def best_or_tied(rows: list[dict], methods, metrics=METRICS, num_resamples: int 
   where every method's value is finite (diversity is undefined on static-camera cases);
   methods with no finite value on a metric are left out of it."""
   names = [m if isinstance(m, str) else m.name for m in methods]
-  by = {}
-  for r in rows:
-    by.setdefault(r["method"], {})[r["case"]] = r
+  by = _by_method(rows)
   common = sorted(set.intersection(*[set(by.get(n, {})) for n in names])) if names else []
   out = {}
   for metric, better, _ in metrics:
@@ -389,8 +393,10 @@ def best_or_tied(rows: list[dict], methods, metrics=METRICS, num_resamples: int 
       continue
     values = {n: np.array([_value(by[n][c], metric) for c in common]) for n in names}
     keep = [n for n in names if np.isfinite(values[n]).any()]
-    finite = np.all([np.isfinite(values[n]) for n in keep], axis=0) if keep else None
-    if not keep or not finite.any():
+    if not keep:
+      continue
+    finite = np.all([np.isfinite(values[n]) for n in keep], axis=0)
+    if not finite.any():
       continue
     values = {n: values[n][finite] for n in keep}  # cases where the metric is defined
     sign = 1.0 if better == "lower" else -1.0

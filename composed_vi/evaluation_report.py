@@ -23,22 +23,13 @@ from composed_vi import evaluation as ev
 from composed_vi import io, media
 
 
-def _fmt(x: float, metric: str) -> str:
+def _fmt(x: float, metric: str, diff: bool = False) -> str:
+  """A mean, or with ``diff`` a paired difference: signed and one decimal finer (composed
+  methods differ by 1e-4 L1, which the means' precision prints as 0.000)."""
   if not np.isfinite(x):
     return "n/a"
-  if metric in ("track_error_px", "seconds"):
-    return f"{x:.2f}"
-  return f"{x:.3f}"
-
-
-def _fmt_diff(x: float, metric: str) -> str:
-  """A paired difference, signed, one decimal finer than the means (composed methods differ
-  by 1e-4 L1, which ``_fmt`` would print as 0.000)."""
-  if not np.isfinite(x):
-    return "n/a"
-  if metric in ("track_error_px", "seconds"):
-    return f"{x:+.3f}"
-  return f"{x:+.4f}"
+  digits = 2 if metric in ("track_error_px", "seconds") else 3
+  return f"{x:+.{digits + 1}f}" if diff else f"{x:.{digits}f}"
 
 
 def verdict(entry: dict, better: str) -> str:
@@ -81,8 +72,8 @@ def markdown(table: dict, methods, command: str, num_cases: int, best=None) -> s
         if "diff" not in e:
           cells.append("n/a")
           continue
-        cells.append(f"{_fmt_diff(e['diff'], metric)} [{_fmt_diff(e['diff_low'], metric)}, "
-                     f"{_fmt_diff(e['diff_high'], metric)}] {verdict(e, better)}")
+        cells.append(f"{_fmt(e['diff'], metric, True)} [{_fmt(e['diff_low'], metric, True)}, "
+                     f"{_fmt(e['diff_high'], metric, True)}] {verdict(e, better)}")
       lines.append(f"| {name} | " + " | ".join(cells) + " |")
   if best:
     lines += ["", "Best or tied-best per metric (on the cases every method has; tied: the 95% "
