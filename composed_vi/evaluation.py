@@ -20,8 +20,10 @@ Methods (:data:`METHODS`):
 - ``ctrl_vi``: the method, and its ablations ``ctrl_vi_no_context``, ``ctrl_vi_no_repulsion``,
   ``ctrl_vi_no_annealing`` (every SVGD step at ``t_min``, the same number of steps),
   ``ctrl_vi_kernel_drive`` (textbook SVGD drive), ``ctrl_vi_normalized`` (weights normalised
-  per pixel: the previous defaults) and ``ctrl_vi_full_kernel`` (the kernel, and so the
-  repulsion, on every coordinate instead of the unspecified ones alone).
+  per pixel: the previous defaults), ``ctrl_vi_full_kernel`` (the kernel, and so the
+  repulsion, on every coordinate instead of the unspecified ones alone) and
+  ``ctrl_vi_stein_everywhere`` (Stein steps on every coordinate, not only the unspecified
+  ones: the previous defaults).
 
 The score-following samplers (Ctrl-VI, Langevin, PoE-SMC) share ``config.precondition``: steps
 of ``eta t^2 / W`` per pixel (:func:`composed_vi.samplers.base.step_sizes`).
@@ -119,6 +121,9 @@ METHODS = {m.name: m for m in [
     Method("ctrl_vi_full_kernel", "composed", "ctrl_vi", options=(("feature_map", "identity"),),
            description="ablation: kernel (and repulsion) on every pixel, not only the "
                        "unspecified ones"),
+    Method("ctrl_vi_stein_everywhere", "composed", "ctrl_vi", options=(("stein_region", "all"),),
+           description="ablation: Stein steps on every pixel (the specified ones too), not "
+                       "only the unspecified ones"),
 ]}
 
 #: Reported metrics: (name, better direction, label).

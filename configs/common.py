@@ -6,7 +6,8 @@ import ml_collections
 SAMPLER_FIELDS = (("step_size", float), ("inner_steps", int), ("drive", str),
                   ("repulsion", float), ("repulsion_schedule", str), ("bandwidth_scale", float),
                   ("feature_map", str), ("t_max", float), ("t_min", float), ("shift", float),
-                  ("levels", tuple), ("precondition", bool))
+                  ("levels", tuple), ("precondition", bool),
+                  ("stein_region", str))
 
 
 def sampler(**defaults) -> ml_collections.ConfigDict:

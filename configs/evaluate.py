@@ -40,8 +40,10 @@ def get_config(arg=None):
       step_size=ml_collections.FieldReference(demo.sampler.step_size, field_type=float),
       repulsion=ml_collections.FieldReference(demo.sampler.repulsion, field_type=float),
       feature_map=ml_collections.FieldReference(demo.sampler.feature_map, field_type=str),
+      repulsion_schedule=ml_collections.FieldReference(None, field_type=str),
       bandwidth_scale=ml_collections.FieldReference(None, field_type=float),
-      calibrate_repulsion=ml_collections.FieldReference(None, field_type=bool)))
+      calibrate_repulsion=ml_collections.FieldReference(None, field_type=bool),
+      stein_region=ml_collections.FieldReference(demo.sampler.stein_region, field_type=str)))
   c.gallery_cases = 3
   c.world = ml_collections.ConfigDict(demo.world.to_dict())
   del c.world["scene_seed"]

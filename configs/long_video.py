@@ -28,7 +28,8 @@ def get_config(arg=None):
   c.num_particles = 4  # = chains
   c.num_levels = 32
   c.sampler = common.sampler(**{k: demo.sampler[k] for k in (
-      "inner_steps", "step_size", "feature_map", "repulsion", "precondition")})
+      "inner_steps", "step_size", "feature_map", "repulsion", "precondition",
+      "stein_region")})
   c.world = ml_collections.ConfigDict(dict(num_frames=12, height=32, width=32))
   c.long = ml_collections.ConfigDict(dict(
       segments_per_direction=1,  # segments panning right, then as many back left
