@@ -161,18 +161,12 @@ def test_image_object_weight_gives_later_object_regions_to_the_simulation(exampl
   backbones = {k: tb.TinySpec(kind=k, vocab_size=64) for k in world_demo.BACKBONES}
   backbones = {k: (s, tb.init_params(s, seed=0)) for k, s in backbones.items()}
   default = world_demo.build_target(example, backbones, world_demo.Composition())
-  shape = example["video"].shape
-  region = np.broadcast_to(world_demo.dilate(example["object_region"], 1), shape) > 0
-  # The default (0): the later frames' object region is the simulation backbone's alone.
-  image0 = np.broadcast_to(np.asarray(default.weights[0]), shape)
-  assert np.all(image0[0] == 1.0) and np.all(image0[1:][region[1:]] == 0.0)
-  # 1 keeps a scalar weight (the target before the option existed).
-  ones = world_demo.build_target(example, backbones,
-                                 world_demo.Composition(image_object_weight=1.0))
-  assert np.ndim(ones.weights[0]) == 0 and float(ones.weights[0]) == 1.0
+  assert np.ndim(default.weights[0]) == 0 and float(default.weights[0]) == 1.0  # unchanged
   composition = world_demo.Composition(image_object_weight=0.25)
   target = world_demo.build_target(example, backbones, composition)
+  shape = example["video"].shape
   image = np.broadcast_to(np.asarray(target.weights[0]), shape)
+  region = np.broadcast_to(world_demo.dilate(example["object_region"], 1), shape) > 0
   assert np.all(image[0] == 1.0)  # the first frame stays the image backbone's control
   assert region[1:].any() and np.all(image[1:][region[1:]] == 0.25)
   assert np.all(image[1:][~region[1:]] == 1.0)
