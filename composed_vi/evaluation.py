@@ -38,7 +38,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import os
+import shutil
 import time
 
 import jax
@@ -57,7 +59,9 @@ KINDS = ("t2v", "i2v", "cam2v", "sim2v")
 
 #: Fields that may change when a run is resumed: rows are keyed by (case, method), so methods
 #: and cases can be added to a finished run and the report covers what the config names.
-RESUMABLE_FIELDS = ("methods", "max_cases", "gallery_cases")
+RESUMABLE_FIELDS = ("methods", "max_cases", "gallery_cases", "reuse_from", "reuse_check_cases")
+#: Top-level fields every row depends on (with the method's options and composition).
+_ROW_FIELDS = ("seed", "split", "num_particles", "world", "backbones")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,6 +259,11 @@ def validate(config) -> tuple[list[Case], list[Method], dict]:
   check_positive_int("num_levels", config.num_levels)
   check_positive_int("inner_steps", config.inner_steps)
   check_positive_int("gallery_cases", config.gallery_cases, minimum=0)
+  check_positive_int("reuse_check_cases", config.reuse_check_cases)
+  if config.reuse_from and not all(os.path.isfile(os.path.join(config.reuse_from, n))
+                                   for n in ("config.json", "results.jsonl")):
+    fail("reuse_from", "an evaluation workdir holding config.json and results.jsonl",
+         config.reuse_from)
   world_demo.Composition.from_config(config).validate()
   for m in methods:
     try:
@@ -262,6 +271,98 @@ def validate(config) -> tuple[list[Case], list[Method], dict]:
     except ConfigError as e:
       raise ConfigError(f"methods[{m.name}]: {e}") from None
   return case_list, methods, world_demo.load_backbones(config.backbones, KINDS)
+
+
+def method_settings(method: Method, config):
+  """What the rows of ``method`` depend on besides the code and the backbones' weights: its
+  resolved sampler options, its composition and the shared fields (``_ROW_FIELDS``); ``None``
+  when ``config`` (for instance an older run's ``config.json``) lacks a field they need."""
+  from composed_vi.sampling import build_options
+
+  try:
+    options = build_options(method.sampler, **sampler_options(method, config))
+    composition = dataclasses.replace(world_demo.Composition.from_config(config),
+                                      **dict(method.composition))
+    shared = json.dumps({k: runner.config_dict(config[k]) if hasattr(config[k], "to_dict")
+                         else config[k] for k in _ROW_FIELDS}, sort_keys=True, default=str)
+  except (AttributeError, KeyError, TypeError, ConfigError):
+    return None
+  return options, composition, shared
+
+
+def _same_metrics(a: dict, b: dict) -> str | None:
+  """``None`` when every metric of ``a`` equals ``b``'s exactly (NaN equals NaN), else the
+  first that differs, as text."""
+  for k, v in a.items():
+    w = b.get(k)
+    if isinstance(v, float) and isinstance(w, float) and math.isnan(v) and math.isnan(w):
+      continue
+    if v != w:
+      return f"{k} {w!r} there, {v!r} now"
+  return None
+
+
+def reuse_rows(config, workdir: str, case_list, methods, done, sampler, scene_config):
+  """Rows of ``config.reuse_from`` (an earlier evaluation workdir) for the methods whose
+  settings (:func:`method_settings`) are the same in both runs, on the same cases.
+
+  Each such method's first ``config.reuse_check_cases`` cases are sampled again and must give
+  bit-identical metrics (which also checks the code and the backbones' weights); those rows
+  are kept as new rows, the others are copied with ``reused_from`` set, and their gallery
+  samples with them. A method that does not reproduce is logged and sampled afresh.
+  """
+  import ml_collections
+
+  from composed_vi import world_metrics as wm
+
+  src = config.reuse_from
+  paths = [os.path.join(src, n) for n in ("config.json", "results.jsonl")]
+
+  with open(paths[0]) as f:
+    old_config = ml_collections.ConfigDict(json.load(f))
+  old_rows = {(r["case"], r["method"]): r for r in read_rows(paths[1])}
+  index = {c.name: i for i, c in enumerate(case_list)}
+  gallery = {c.name for c in case_list[:config.gallery_cases]}
+  out = []
+  for method in methods:
+    settings = method_settings(method, config)
+    if settings is None or method_settings(method, old_config) != settings:
+      logging.info("reuse_from: %s has other settings there; not reused", method.name)
+      continue
+    todo = [c for c in case_list if (c.name, method.name) not in done
+            and old_rows.get((c.name, method.name), {}).get("case_index") == index[c.name]]
+    checked = []
+    for case in todo[:config.reuse_check_cases]:
+      example = case_example(case, scene_config)
+      key = jax.random.fold_in(jax.random.key(config.seed), index[case.name])
+      t0 = time.perf_counter()
+      samples = sampler(method, example, key)
+      seconds = time.perf_counter() - t0
+      metrics = wm.all_metrics(samples, example)
+      checked.append(dict(case=case.name, case_index=index[case.name], method=method.name,
+                          seconds=seconds, includes_compile=not checked, **metrics))
+      if case.name in gallery:
+        io.write_npz(os.path.join(workdir, "gallery", case.name, f"{method.name}.npz"),
+                     samples=samples.astype(np.float16))
+      differs = _same_metrics(metrics, old_rows[(case.name, method.name)])
+      if differs:
+        logging.warning("reuse_from: %s on %s does not reproduce (%s); not reused",
+                        method.name, case.name, differs)
+        todo = []
+        break
+    out += checked
+    for case in todo[len(checked):]:
+      row = dict(old_rows[(case.name, method.name)], reused_from=src)
+      out.append(row)
+      shot = os.path.join(src, "gallery", case.name, f"{method.name}.npz")
+      if case.name in gallery and os.path.isfile(shot):
+        dest = os.path.join(workdir, "gallery", case.name, f"{method.name}.npz")
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        shutil.copyfile(shot, dest + ".tmp")
+        os.replace(dest + ".tmp", dest)
+    logging.info("reuse_from: %s: %d rows checked, %d copied", method.name, len(checked),
+                 max(0, len(todo) - len(checked)))
+  return out
 
 
 def read_rows(path: str) -> list[dict]:
@@ -275,19 +376,28 @@ def run(config, workdir: str) -> dict:
   """Samples every (case, method) not yet in ``results.jsonl`` and writes the report."""
   case_list, methods, backbones = validate(config)
   workdir = runner.check_workdir(workdir)
+  if config.reuse_from and os.path.realpath(config.reuse_from) == os.path.realpath(workdir):
+    fail("reuse_from", "another workdir than --workdir", config.reuse_from)
   runner.check_previous_run(workdir, runner.config_dict(config), RESUMABLE_FIELDS)
   os.makedirs(workdir, exist_ok=True)
   io.write_json(os.path.join(workdir, "config.json"), runner.config_dict(config))
   results = os.path.join(workdir, "results.jsonl")
   rows = read_rows(results)
   done = {(r["case"], r["method"]) for r in rows}
+  scene_config = world_demo.scene_config(config)
+  sampler = None
+  if config.reuse_from:
+    sampler = Sampler(config, backbones)
+    rows += reuse_rows(config, workdir, case_list, methods, done, sampler, scene_config)
+    io.write_text(results, "".join(json.dumps(r) + "\n" for r in rows))
+    done = {(r["case"], r["method"]) for r in rows}
   todo = [(c, m) for c in case_list for m in methods if (c.name, m.name) not in done]
   logging.info("%d cases x %d methods: %d rows done, %d to run", len(case_list), len(methods),
                len(done), len(todo))
   from composed_vi import world_metrics as wm
 
-  sampler = Sampler(config, backbones) if todo else None
-  scene_config = world_demo.scene_config(config)
+  if todo and sampler is None:
+    sampler = Sampler(config, backbones)
   gallery = {c.name for c in case_list[:config.gallery_cases]}
   t_start = time.perf_counter()
   compiled = set()  # methods already compiled in this process

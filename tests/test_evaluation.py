@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -225,6 +226,87 @@ def test_smoke_run_writes_the_report_and_resumes(tmp_path):
     config.seed = 5
   with pytest.raises(ConfigError, match="seed"):
     ev.run(config, workdir)
+
+
+def test_method_settings_tell_which_rows_can_be_reused():
+  """A change of Ctrl-VI's options changes only the ctrl_vi methods' settings; a config that
+  lacks a field the settings need (an older run's config.json) gives None."""
+  config = eval_config.get_config("smoke")
+  other = eval_config.get_config("smoke")
+  other.ctrl_vi.stein_region = "all"
+  for name in ("i2v", "average", "langevin", "poe_smc"):
+    assert ev.method_settings(ev.METHODS[name], config) == ev.method_settings(
+        ev.METHODS[name], other), name
+  for name in ("ctrl_vi", "ctrl_vi_no_repulsion"):
+    assert ev.method_settings(ev.METHODS[name], config) != ev.method_settings(
+        ev.METHODS[name], other), name
+  # The stein_everywhere ablation sets the option itself: the same in both.
+  assert ev.method_settings(ev.METHODS["ctrl_vi_stein_everywhere"], config) == (
+      ev.method_settings(ev.METHODS["ctrl_vi_stein_everywhere"], other))
+  with other.unlocked():
+    del other["image_object_weight"]
+  assert ev.method_settings(ev.METHODS["average"], other) is None
+
+
+def test_reuse_from_copies_rows_that_reproduce(tmp_path):
+  config = eval_config.get_config("smoke")
+  with config.unlocked():
+    config.methods = "i2v,average"
+    config.gallery_cases = 2
+  first = str(tmp_path / "first")
+  ev.run(config, first)
+  old = {(r["case"], r["method"]): r for r in ev.read_rows(os.path.join(first, "results.jsonl"))}
+  assert len(old) == 4
+  # A run with other Ctrl-VI settings reuses both methods: the first case is sampled again
+  # (bit-identical), the second copied, its gallery sample with it.
+  with config.unlocked():
+    config.reuse_from = first
+    config.ctrl_vi.repulsion = 7.0
+  second = str(tmp_path / "second")
+  ev.run(config, second)
+  rows = ev.read_rows(os.path.join(second, "results.jsonl"))
+  assert len(rows) == 4
+  cases = sorted({c for c, _ in old})
+  for r in rows:
+    o = old[(r["case"], r["method"])]
+    metrics = {k: v for k, v in r.items() if k not in ("seconds", "includes_compile",
+                                                        "reused_from")}
+    assert ev._same_metrics(metrics, o) is None
+    assert ("reused_from" in r) == (r["case"] == cases[1])
+  assert os.path.exists(os.path.join(second, "gallery", cases[1], "average.npz"))
+  # A tampered row does not reproduce: that method is sampled afresh, the other reused.
+  tampered = str(tmp_path / "tampered")
+  os.makedirs(tampered)
+  shutil.copy(os.path.join(first, "config.json"), tampered)
+  bad = [dict(r, first_frame_l1=r["first_frame_l1"] + 1.0) if r["method"] == "i2v" else r
+         for r in old.values()]
+  with open(os.path.join(tampered, "results.jsonl"), "w") as f:
+    f.write("".join(json.dumps(r) + "\n" for r in bad))
+  with config.unlocked():
+    config.reuse_from = tampered
+  third = str(tmp_path / "third")
+  ev.run(config, third)
+  rows = ev.read_rows(os.path.join(third, "results.jsonl"))
+  assert not any("reused_from" in r for r in rows if r["method"] == "i2v")
+  assert sum("reused_from" in r for r in rows if r["method"] == "average") == 1
+  for r in rows:
+    assert r["first_frame_l1"] == old[(r["case"], r["method"])]["first_frame_l1"]
+  # Other composition settings: nothing is reused.
+  with config.unlocked():
+    config.reuse_from = first
+    config.methods = "average"
+    config.context_weight = 3.0
+    config.max_cases = 1
+  fourth = str(tmp_path / "fourth")
+  ev.run(config, fourth)
+  assert not any("reused_from" in r for r in ev.read_rows(os.path.join(fourth, "results.jsonl")))
+  # Bad sources are refused by field before anything is written.
+  for src, where in ((str(tmp_path / "nowhere"), str(tmp_path / "w1")), (fourth, fourth)):
+    with config.unlocked():
+      config.reuse_from = src
+    with pytest.raises(ConfigError, match="reuse_from"):
+      ev.run(config, where)
+  assert not os.path.exists(str(tmp_path / "w1"))
 
 
 def test_best_or_tied_per_metric():
