@@ -302,7 +302,28 @@ def _same_metrics(a: dict, b: dict) -> str | None:
   return None
 
 
-def reuse_rows(config, workdir: str, case_list, methods, done, sampler, scene_config):
+def _sample_row(sampler, method: Method, case: Case, ci: int, example: dict, key, workdir: str,
+                gallery, compiled: set) -> dict:
+  """Samples ``method`` on one case and scores it: its ``results.jsonl`` row (the first call of
+  a method in a process, tracked in ``compiled``, includes its compilation); the samples of a
+  ``gallery`` case are written beside."""
+  from composed_vi import world_metrics as wm
+
+  t0 = time.perf_counter()
+  samples = sampler(method, example, key)
+  seconds = time.perf_counter() - t0
+  metrics = wm.all_metrics(samples, example)
+  row = dict(case=case.name, case_index=ci, method=method.name, seconds=seconds,
+             includes_compile=method.name not in compiled, **metrics)
+  compiled.add(method.name)
+  if case.name in gallery:
+    io.write_npz(os.path.join(workdir, "gallery", case.name, f"{method.name}.npz"),
+                 samples=samples.astype(np.float16))
+  return row
+
+
+def reuse_rows(config, workdir: str, case_list, methods, done, sampler, scene_config,
+               gallery, compiled: set):
   """Rows of ``config.reuse_from`` (an earlier evaluation workdir) for the methods whose
   settings (:func:`method_settings`) are the same in both runs, on the same cases.
 
@@ -313,8 +334,6 @@ def reuse_rows(config, workdir: str, case_list, methods, done, sampler, scene_co
   """
   import ml_collections
 
-  from composed_vi import world_metrics as wm
-
   src = config.reuse_from
   paths = [os.path.join(src, n) for n in ("config.json", "results.jsonl")]
 
@@ -322,7 +341,6 @@ def reuse_rows(config, workdir: str, case_list, methods, done, sampler, scene_co
     old_config = ml_collections.ConfigDict(json.load(f))
   old_rows = {(r["case"], r["method"]): r for r in read_rows(paths[1])}
   index = {c.name: i for i, c in enumerate(case_list)}
-  gallery = {c.name for c in case_list[:config.gallery_cases]}
   out = []
   for method in methods:
     settings = method_settings(method, config)
@@ -333,17 +351,12 @@ def reuse_rows(config, workdir: str, case_list, methods, done, sampler, scene_co
             and old_rows.get((c.name, method.name), {}).get("case_index") == index[c.name]]
     checked = []
     for case in todo[:config.reuse_check_cases]:
-      example = case_example(case, scene_config)
-      key = jax.random.fold_in(jax.random.key(config.seed), index[case.name])
-      t0 = time.perf_counter()
-      samples = sampler(method, example, key)
-      seconds = time.perf_counter() - t0
-      metrics = wm.all_metrics(samples, example)
-      checked.append(dict(case=case.name, case_index=index[case.name], method=method.name,
-                          seconds=seconds, includes_compile=not checked, **metrics))
-      if case.name in gallery:
-        io.write_npz(os.path.join(workdir, "gallery", case.name, f"{method.name}.npz"),
-                     samples=samples.astype(np.float16))
+      ci = index[case.name]
+      key = jax.random.fold_in(jax.random.key(config.seed), ci)
+      row = _sample_row(sampler, method, case, ci, case_example(case, scene_config), key,
+                        workdir, gallery, compiled)
+      checked.append(row)
+      metrics = {k: v for k, v in row.items() if k not in ("seconds", "includes_compile")}
       differs = _same_metrics(metrics, old_rows[(case.name, method.name)])
       if differs:
         logging.warning("reuse_from: %s on %s does not reproduce (%s); not reused",
@@ -386,21 +399,20 @@ def run(config, workdir: str) -> dict:
   done = {(r["case"], r["method"]) for r in rows}
   scene_config = world_demo.scene_config(config)
   sampler = None
+  gallery = {c.name for c in case_list[:config.gallery_cases]}
+  compiled = set()  # methods already compiled in this process
   if config.reuse_from:
     sampler = Sampler(config, backbones)
-    rows += reuse_rows(config, workdir, case_list, methods, done, sampler, scene_config)
+    rows += reuse_rows(config, workdir, case_list, methods, done, sampler, scene_config,
+                       gallery, compiled)
     io.write_text(results, "".join(json.dumps(r) + "\n" for r in rows))
     done = {(r["case"], r["method"]) for r in rows}
   todo = [(c, m) for c in case_list for m in methods if (c.name, m.name) not in done]
   logging.info("%d cases x %d methods: %d rows done, %d to run", len(case_list), len(methods),
                len(done), len(todo))
-  from composed_vi import world_metrics as wm
-
   if todo and sampler is None:
     sampler = Sampler(config, backbones)
-  gallery = {c.name for c in case_list[:config.gallery_cases]}
   t_start = time.perf_counter()
-  compiled = set()  # methods already compiled in this process
   for ci, case in enumerate(case_list):
     pending = [m for m in methods if (case.name, m.name) not in done]
     if not pending:
@@ -408,26 +420,17 @@ def run(config, workdir: str) -> dict:
     example = case_example(case, scene_config)
     key = jax.random.fold_in(jax.random.key(config.seed), ci)
     for method in pending:
-      t0 = time.perf_counter()
-      samples = sampler(method, example, key)
-      seconds = time.perf_counter() - t0
-      metrics = wm.all_metrics(samples, example)
-      # The first call of a method in a process includes its compilation.
-      rows.append(dict(case=case.name, case_index=ci, method=method.name, seconds=seconds,
-                       includes_compile=method.name not in compiled, **metrics))
-      compiled.add(method.name)
-      if case.name in gallery:
-        io.write_npz(os.path.join(workdir, "gallery", case.name, f"{method.name}.npz"),
-                     samples=samples.astype(np.float16))
+      row = _sample_row(sampler, method, case, ci, example, key, workdir, gallery, compiled)
+      rows.append(row)
       io.write_text(results, "".join(json.dumps(r) + "\n" for r in rows))
       left = sum(1 for c in case_list[ci + 1:] for m in methods
                  if (c.name, m.name) not in done) + len(pending) - pending.index(method) - 1
       elapsed = time.perf_counter() - t_start
       logging.info("case %d/%d %s %-22s %.1f s | first-frame %.3f track %.2f px bg %.3f "
                    "div %.3f | %d rows left, elapsed %.0f s", ci + 1, len(case_list),
-                   case.name, method.name, seconds, metrics["first_frame_l1"],
-                   metrics["track_error_px"], metrics["camera_background_error"],
-                   metrics["diversity"], left, elapsed)
+                   case.name, method.name, row["seconds"], row["first_frame_l1"],
+                   row["track_error_px"], row["camera_background_error"],
+                   row["diversity"], left, elapsed)
   from composed_vi import evaluation_report
 
   return evaluation_report.write(workdir, config, case_list, methods, rows, scene_config)

@@ -238,16 +238,22 @@ def test_bad_context_weight_is_named(product_target, weight):
                context_weight=weight)
 
 
-def test_target_mask_kernel_repels_only_where_unspecified():
-  """``feature_map='target_mask'``: an exact Gaussian target in 64-D whose second half no
-  control specifies (broad prior); a strong repulsion restricted to that half spreads it and
-  leaves the specified half where it is specified. Without a mask it is refused."""
-  d = 64
+def _half_specified(d):
+  """An exact Gaussian target on ``d`` coordinates: a sharp expert on the first half (the
+  specified coordinates), a broad prior on the second, which is the repulsion mask. Returns
+  ``(specified, target, broad)``."""
   specified = np.arange(d) < d // 2
   free = (~specified).astype(np.float32)
   sharp = experts.Gaussian(jnp.full((d,), 0.5), 0.05)
   broad = experts.Gaussian(jnp.zeros((d,)), 1.0)
-  target = cvi.compose([sharp, broad], [1.0 - free, free], repulsion_mask=free)
+  return specified, cvi.compose([sharp, broad], [1.0 - free, free], repulsion_mask=free), broad
+
+
+def test_target_mask_kernel_repels_only_where_unspecified():
+  """``feature_map='target_mask'``: an exact Gaussian target in 64-D whose second half no
+  control specifies (broad prior); a strong repulsion restricted to that half spreads it and
+  leaves the specified half where it is specified. Without a mask it is refused."""
+  specified, target, broad = _half_specified(64)
   opts = dict(num_levels=24, inner_steps=4, feature_map="target_mask")
   spread = lambda x: np.asarray(x)[:, ~specified].std(0).mean()  # noqa: E731
   rep, _ = cvi.sample(jax.random.key(0), target, 4, "ctrl_vi", repulsion=50.0, **opts)
@@ -350,11 +356,7 @@ def test_stein_region_target_mask_moves_only_the_unspecified_coordinates():
   from composed_vi.samplers import ctrl_vi
 
   d = 16
-  specified = np.arange(d) < d // 2
-  free = (~specified).astype(np.float32)
-  sharp = experts.Gaussian(jnp.full((d,), 0.5), 0.05)
-  broad = experts.Gaussian(jnp.zeros((d,)), 1.0)
-  target = cvi.compose([sharp, broad], [1.0 - free, free], repulsion_mask=free)
+  specified, target, broad = _half_specified(d)
   levels = jnp.asarray([0.6, 0.5], jnp.float32)
   x = jax.random.normal(jax.random.key(1), (4, d))
   state = ctrl_vi.CtrlVIState(x, jnp.zeros((), jnp.int32), jax.random.key(0))
