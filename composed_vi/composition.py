@@ -31,12 +31,17 @@ class ComposedTarget:
     repulsion_mask: ``None`` or a float32 array broadcastable to the shape: the coordinates
       no control specifies, where the samples should stay diverse. Ctrl-VI's
       ``feature_map='target_mask'`` restricts its kernel (and so its repulsion) to them.
+    pinned_mask: ``None`` or a float32 array in [0, 1] broadcastable to the shape: the
+      coordinates a control gives exactly (in the built-in world, the first frame and the
+      static background the 3D cache sees). Ctrl-VI's ``stein_region='unpinned'`` keeps its
+      Stein steps off them.
   """
 
   experts: tuple
   weights: tuple
   scalar_weights: bool = struct.field(pytree_node=False, default=True)
   repulsion_mask: Any = None
+  pinned_mask: Any = None
 
   @property
   def shape(self) -> tuple[int, ...]:
@@ -101,7 +106,8 @@ def check_weight(i: int, w, shape, field: str | None = None) -> tuple[jax.Array,
 
 
 def compose(experts: Sequence[Expert], weights: Sequence[Any] | None = None,
-            repulsion_mask: Any = None, normalize: bool = False) -> ComposedTarget:
+            repulsion_mask: Any = None, normalize: bool = False,
+            pinned_mask: Any = None) -> ComposedTarget:
   """Composes experts into the target ``pi_t ~ prod_i p_t^i ^ m_i``.
 
   Args:
@@ -116,6 +122,8 @@ def compose(experts: Sequence[Expert], weights: Sequence[Any] | None = None,
       scale (``pi_1 = N(0, I)``) where the unnormalised product has ``t / sqrt(W)``; samplers
       that follow the score (Ctrl-VI, Langevin, SMC) then evaluate the experts on inputs as
       noisy as those they were trained on. ``v_bar`` is unchanged.
+    pinned_mask: optional, broadcastable to the shape, in [0, 1]: where a control gives the
+      sample exactly (:class:`ComposedTarget`).
 
   Returns:
     A :class:`ComposedTarget`.
@@ -157,5 +165,9 @@ def compose(experts: Sequence[Expert], weights: Sequence[Any] | None = None,
     scalar = scalar and all(a.ndim == 0 for a in eff)
   if repulsion_mask is not None:
     repulsion_mask, _ = check_weight(0, repulsion_mask, shape, field="repulsion_mask")
+  if pinned_mask is not None:
+    pinned_mask, _ = check_weight(0, pinned_mask, shape, field="pinned_mask")
+    if not isinstance(pinned_mask, jax.core.Tracer) and np.any(np.asarray(pinned_mask) > 1):
+      fail("pinned_mask", "values in [0, 1]", f"maximum {float(np.max(np.asarray(pinned_mask)))}")
   return ComposedTarget(experts=experts, weights=tuple(eff), scalar_weights=scalar,
-                        repulsion_mask=repulsion_mask)
+                        repulsion_mask=repulsion_mask, pinned_mask=pinned_mask)

@@ -171,6 +171,7 @@ def stein_direction(
     feature_values: jax.Array | None = None,
     calibrate: bool = False,
     dim: int | None = None,
+    region: jax.Array | None = None,
 ) -> tuple[jax.Array, SteinInfo]:
   """The SVGD direction for particles ``x`` with scores ``scores`` (both ``(N, *shape)``).
 
@@ -190,6 +191,9 @@ def stein_direction(
     feature_values: precomputed (nonlinear) features ``(N, P)`` of the particles, e.g. their
       denoised ``x0_hat``; their Jacobian is then taken as the identity (``features`` unused).
     dim: the latent dimension, when ``x`` is a (zero-padded) shard of it (for ``calibrate``).
+    region: optional mask broadcastable to ``x``'s shape (per coordinate, shared by the
+      particles): the direction is confined to it (SVGD with the matrix-valued kernel
+      ``k(x, y) diag(region)``); the diagnostics measure the confined drive and repulsion.
 
   Returns:
     ``(phi, SteinInfo)``, ``phi`` float32 with the shape of ``x``.
@@ -200,7 +204,7 @@ def stein_direction(
   g = scores.reshape(n, -1).astype(jnp.float32)
   features = identity_features() if features is None else features
   if n == 1:  # no pairs: the direction is the score itself
-    phi, rep, dr = g, jnp.zeros_like(g), g
+    rep, dr = jnp.zeros_like(g), g
     h = jnp.asarray(1.0, jnp.float32)
     k = jnp.ones((1, 1), jnp.float32)
   else:
@@ -244,7 +248,10 @@ def stein_direction(
       dim = jnp.asarray(xf.shape[1] if dim is None else dim, jnp.float32)
       rep = rep * (jnp.sum(w) * dim / jnp.maximum(spread, 1e-30))
     rep = repulsion * rep
-    phi = dr + rep
+  phi = dr + rep
+  if region is not None:
+    r = jnp.broadcast_to(jnp.asarray(region, jnp.float32), x.shape).reshape(n, -1)
+    phi, dr, rep = phi * r, dr * r, rep * r
   dn2 = jnp.sum(jnp.square(dr))
   rn2 = jnp.sum(jnp.square(rep))
   if axis_name is not None:
@@ -258,6 +265,7 @@ def stein_direction(
 def sharded_stein_direction(x: jax.Array, scores: jax.Array, *, mesh=None,
                             features: FeatureMap | None = None,
                             feature_values: jax.Array | None = None,
+                            region: jax.Array | None = None,
                             **kwargs) -> tuple[jax.Array, SteinInfo]:
   """:func:`stein_direction` on a device mesh, under ``jax.shard_map``.
 
@@ -274,7 +282,7 @@ def sharded_stein_direction(x: jax.Array, scores: jax.Array, *, mesh=None,
   ident = features is None or features is _IDENTITY
   if mesh is None or mesh.size == 1 or not ident or feature_values is not None:
     return stein_direction(x, scores, features=features, feature_values=feature_values,
-                           **kwargs)
+                           region=region, **kwargs)
   from jax.sharding import PartitionSpec as P
 
   n = x.shape[0]
@@ -282,24 +290,26 @@ def sharded_stein_direction(x: jax.Array, scores: jax.Array, *, mesh=None,
   g = scores.reshape(n, -1).astype(jnp.float32)
   d = xf.shape[1]
   pad = (-d) % mesh.size
+  # A region rides along as one more (N, D) array in the particles' layout.
+  arrays = [xf, g] if region is None else [
+      xf, g, jnp.broadcast_to(jnp.asarray(region, jnp.float32), x.shape).reshape(n, -1)]
   if pad:  # zero coordinates change no distance, no repulsion and no drive
-    xf = jnp.pad(xf, ((0, 0), (0, pad)))
-    g = jnp.pad(g, ((0, 0), (0, pad)))
+    arrays = [jnp.pad(a, ((0, 0), (0, pad))) for a in arrays]
   axes = tuple(mesh.axis_names)  # ("data", "model")
   spec = P(axes[0], axes[1])
 
-  def local(xl, gl):
+  def local(xl, gl, *rl):
     # (N / data, D / model) -> (N, D / (model * data)): whole particles, a slice of coordinates.
     def gather_rows(a):
       return jax.lax.all_to_all(a, axes[0], split_axis=1, concat_axis=0, tiled=True)
 
     phi, info = stein_direction(gather_rows(xl), gather_rows(gl), axis_name=axes, dim=d,
-                                **kwargs)
+                                region=gather_rows(rl[0]) if rl else None, **kwargs)
     return jax.lax.all_to_all(phi, axes[0], split_axis=0, concat_axis=1, tiled=True), info
 
   info_spec = SteinInfo(*([P()] * len(SteinInfo._fields)))
-  phi, info = jax.shard_map(local, mesh=mesh, in_specs=(spec, spec),
-                            out_specs=(spec, info_spec))(xf, g)
+  phi, info = jax.shard_map(local, mesh=mesh, in_specs=(spec,) * len(arrays),
+                            out_specs=(spec, info_spec))(*arrays)
   if pad:
     phi = phi[:, :d]
   return phi.reshape(x.shape), info

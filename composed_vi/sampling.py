@@ -34,7 +34,7 @@ def with_context(target: ComposedTarget, context: Expert | None, weight=1.0) -> 
   return ComposedTarget(experts=target.experts + extra.experts,
                         weights=target.weights + extra.weights,
                         scalar_weights=target.scalar_weights and extra.scalar_weights,
-                        repulsion_mask=target.repulsion_mask)
+                        repulsion_mask=target.repulsion_mask, pinned_mask=target.pinned_mask)
 
 
 @functools.partial(jax.jit, static_argnames=("num_particles", "method", "options", "mesh"))

@@ -136,13 +136,14 @@ def build_target(example: dict, backbones: dict, composition: Composition, fns=N
     image = 1.0 - (1.0 - composition.image_object_weight) * region
     image[0] = 1.0  # the first frame is the image backbone's own control
   weights = [image, composition.camera_weight * (1.0 - region), composition.sim_weight * region]
+  # The shared static scene only (METHOD.md section 5): the first frame's BACKGROUND lifted
+  # to 3D, and not where the objects are now (the simulation backbone's region). The full
+  # cache would also pin the objects at their first-frame places against the simulation.
+  # Frame 0 is the first frame itself, which the controls specify exactly: all of it. These
+  # are the pixels the controls give exactly (the target's pinned_mask), context or not.
+  visibility = np.asarray(example["background_visibility"], np.float32) * (1.0 - region)
+  visibility[0] = 1.0
   if context and composition.context_weight > 0:
-    # The shared static scene only (METHOD.md section 5): the first frame's BACKGROUND lifted
-    # to 3D, and not where the objects are now (the simulation backbone's region). The full
-    # cache would also pin the objects at their first-frame places against the simulation.
-    # Frame 0 is the first frame itself, which the controls specify exactly: all of it.
-    visibility = np.asarray(example["background_visibility"]) * (1.0 - region)
-    visibility[0] = 1.0
     context = np.array(example["background_context"], np.float32)
     context[0] = example["first_frame"]
     exps.append(experts.Context(context, composition.context_sigma, visibility=visibility))
@@ -153,7 +154,8 @@ def build_target(example: dict, backbones: dict, composition: Composition, fns=N
   free = (1.0 - np.asarray(example["background_visibility"], np.float32)) * (1.0 - region)
   free[0] = 0.0
   try:
-    return compose(exps, weights, repulsion_mask=free, normalize=composition.normalize_weights)
+    return compose(exps, weights, repulsion_mask=free, normalize=composition.normalize_weights,
+                   pinned_mask=visibility)
   except ConfigError as e:
     raise ConfigError(f"demo: {e}") from None
 

@@ -146,6 +146,7 @@ def test_mesh_must_divide_particles():
 _HLO_CHECK = textwrap.dedent("""
     import re
     import jax
+    import jax.numpy as jnp
     from composed_vi import distributed, kernels
     mesh = distributed.make_mesh("data:2,model:4", 16)
     sh = distributed.particle_sharding(mesh, (64,))
@@ -157,6 +158,19 @@ _HLO_CHECK = textwrap.dedent("""
       assert " all-gather(" not in hlo, "all-gather found"
       big = [l for l in hlo.splitlines() if " all-reduce(" in l and "f32[16,16]" in l]
       assert len(big) == 1, big
+    # A region (Ctrl-VI's stein_region) rides along in the particles' layout: the same
+    # direction and diagnostics as on one device, with the coordinates zero-padded (D = 63).
+    x = jax.random.normal(jax.random.key(1), (16, 63))
+    g = jax.random.normal(jax.random.key(2), (16, 63))
+    region = (jnp.arange(63) % 3 == 0).astype(jnp.float32)
+    for drive in ("local", "kernel"):
+      a, ia = jax.jit(lambda x, g: kernels.sharded_stein_direction(
+          x, g, mesh=mesh, drive=drive, region=region))(x, g)
+      b, ib = kernels.stein_direction(x, g, drive=drive, region=region)
+      assert float(jnp.max(jnp.abs(a - b))) < 1e-5 * float(jnp.max(jnp.abs(b))), drive
+      assert float(jnp.max(jnp.abs(a * (1 - region)))) == 0.0
+      for u, v in zip(ia, ib):
+        assert abs(float(u) - float(v)) <= 1e-5 * abs(float(v)) + 1e-7, (drive, ia, ib)
     print("ok")
 """)
 
