@@ -128,6 +128,10 @@ METHODS = {m.name: m for m in [
     Method("ctrl_vi_stein_everywhere", "composed", "ctrl_vi", options=(("stein_region", "all"),),
            description="ablation: Stein steps on every pixel (the specified ones too), not "
                        "only the unspecified ones"),
+    Method("ctrl_vi_stein_unpinned", "composed", "ctrl_vi",
+           options=(("stein_region", "unpinned"),),
+           description="variant: Stein steps everywhere but the pixels the controls give "
+                       "exactly (first frame, the 3D cache's background)"),
 ]}
 
 #: Reported metrics: (name, better direction, label).

@@ -59,7 +59,7 @@ def get_config(arg=None):
     c[field.name] = demo[field.name]
   c.splits = ml_collections.ConfigDict(dict(
       dev=dict(backgrounds=(11, 12), cameras=("static", "pan_left", "dolly_in", "orbit"),
-               simulations=(21,), camera_seed_base=3100),
+               simulations=(21, 22), camera_seed_base=3100),
       test=dict(backgrounds=(101, 102, 103, 104),
                 cameras=("static", "pan_left", "pan_right", "dolly_in", "dolly_out", "orbit"),
                 simulations=(201, 202), camera_seed_base=5100),

@@ -137,6 +137,8 @@ def test_sampler_options_of_the_ablations():
   assert ev.sampler_options(ev.METHODS["ctrl_vi"], config)["stein_region"] == "target_mask"
   assert ev.sampler_options(ev.METHODS["ctrl_vi_stein_everywhere"], config)["stein_region"] == (
       "all")
+  assert ev.sampler_options(ev.METHODS["ctrl_vi_stein_unpinned"], config)["stein_region"] == (
+      "unpinned")
   assert "inner_steps" not in ev.sampler_options(ev.METHODS["average"], config)
   assert ev.sampler_options(ev.METHODS["poe_smc"], config)["reward"] is ev.context_reward
   # The config's Ctrl-VI settings reach every ctrl_vi method; an ablation's own option wins.

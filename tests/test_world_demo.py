@@ -153,6 +153,14 @@ def test_build_target_context_is_the_static_background_and_the_first_frame(examp
       free[1:], np.broadcast_to((1 - example["background_visibility"]) * (1 - region),
                                 example["video"].shape)[1:])
   assert free.max() <= 1.0 and free.mean() < 0.5
+  # The pinned mask: what the controls give exactly, the context's support, with or without
+  # the context expert; it, the object region and the repulsion mask cover every pixel once.
+  for t in (target, no_ctx):
+    pinned = np.broadcast_to(np.asarray(t.pinned_mask), example["video"].shape)
+    np.testing.assert_array_equal(pinned, support)
+  obj = np.broadcast_to(region, example["video"].shape).copy()
+  obj[0] = 0.0
+  np.testing.assert_array_equal(pinned + free + obj, np.ones_like(pinned))
 
 
 def test_image_object_weight_gives_later_object_regions_to_the_simulation(example):
