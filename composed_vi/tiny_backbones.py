@@ -9,7 +9,8 @@ the same rectified-flow path as the engine (``experiments/train.py``):
 | ``t2v`` | caption | text context (a frozen embedding table: the "text encoder") |
 | ``i2v`` | first frame + caption | condition channels: the first frame at frame 0, a mask |
 | ``sim2v`` | object simulation rendered alone (RGB + alpha) | condition channels (4) |
-| ``cam2v`` | camera path (Pluecker rays) | condition channels (6) |
+| ``cam2v`` | camera path (Pluecker rays) | condition channels (6); with ``camera_rope``
+  also the rotary positions (2): where each pixel's empty-room point was seen in frame 0 |
 
 Backbones without text see an all-padding caption. A trained backbone is stored as
 ``<folder>/config.json`` + ``<folder>/params.npz`` (flat ``a.b.c`` keys), small enough to ship.
@@ -57,15 +58,23 @@ class TinySpec:
   # but follow the controls (first-frame L1 0.09). "x0" is the default.
   prediction: str = "x0"
   sigma_data: float = 0.4  # root mean square of the world's videos in [-1, 1] (0.39 measured)
+  # cam2v only: rotary positions that follow the camera (WanConfig.rope_position_channels):
+  # a token's (height, width) position is where its point of the empty room was seen in the
+  # first frame (world.controls.first_frame_coordinates), so tokens that see one point of the
+  # room share one position, as they do under a static camera. False: Wan's grid positions.
+  camera_rope: bool = False
 
   def wan_config(self) -> wan.WanConfig:
     check_choice("kind", self.kind, KINDS)
+    if self.camera_rope and self.kind != "cam2v":
+      fail("camera_rope", "False unless kind is 'cam2v' (it reads the camera path)", True)
+    extra = 2 if self.camera_rope else 0
     return wan.WanConfig(
         patch_size=tuple(self.patch_size), num_attention_heads=self.num_heads,
         attention_head_dim=self.dim // self.num_heads,
-        in_channels=3 + _CONDITION_CHANNELS[self.kind], out_channels=3,
+        in_channels=3 + _CONDITION_CHANNELS[self.kind] + extra, out_channels=3,
         text_dim=self.text_dim, freq_dim=32, ffn_dim=self.ffn_dim, num_layers=self.num_layers,
-        rope_max_seq_len=64)
+        rope_max_seq_len=64, rope_position_channels=extra)
 
   def text_table(self) -> np.ndarray:
     rng = np.random.default_rng(self.text_seed)
@@ -95,7 +104,18 @@ def condition(spec: TinySpec, example: dict):
     return jnp.concatenate([frame0, mask], axis=-1)
   if spec.kind == "sim2v":
     return jnp.asarray(example["sim_rgba"], jnp.float32)
-  return jnp.asarray(example["plucker"], jnp.float32)
+  plucker = jnp.asarray(example["plucker"], jnp.float32)
+  if not spec.camera_rope:
+    return plucker
+  from composed_vi.world import controls
+
+  intr = jnp.asarray(example["intrinsics"], jnp.float32)
+  extr = jnp.asarray(example["extrinsics"], jnp.float32)
+  height, width = plucker.shape[-3], plucker.shape[-2]
+  one = lambda k, e: controls.first_frame_coordinates(k, e, height, width)  # noqa: E731
+  batch = extr.shape[:-3]
+  coords = jax.vmap(one)(intr.reshape(-1, 3, 3), extr.reshape((-1,) + extr.shape[-3:]))
+  return jnp.concatenate([plucker, coords.reshape(batch + coords.shape[1:])], axis=-1)
 
 
 def init_params(spec: TinySpec, seed: int = 0) -> nnx.State:

@@ -39,7 +39,7 @@ def spec_from_config(config) -> tb.TinySpec:
                      num_layers=m.num_layers, ffn_dim=m.ffn_dim,
                      patch_size=tuple(m.patch_size), text_dim=m.text_dim,
                      vocab_size=len(controls.VOCAB), prediction=m.prediction,
-                     sigma_data=m.sigma_data)
+                     sigma_data=m.sigma_data, camera_rope=bool(m.get("camera_rope", False)))
 
 
 def world_config(config):
@@ -60,7 +60,8 @@ def render_dataset(config, num: int, seed: int) -> dict:
   for i in range(0, num, chunk):
     out = render(jax.random.fold_in(jax.random.key(seed), i))
     parts.append({k: np.asarray(v) for k, v in out.items()
-                  if k in ("video", "first_frame", "sim_rgba", "plucker", "caption_tokens")})
+                  if k in ("video", "first_frame", "sim_rgba", "plucker", "caption_tokens",
+                           "intrinsics", "extrinsics")})
   return {k: np.concatenate([p[k] for p in parts])[:num] for k in parts[0]}
 
 

@@ -27,7 +27,10 @@ def get_config(arg=None):
                                           width=32))
   c.model = ml_collections.ConfigDict(dict(dim=48, num_heads=3, num_layers=3, ffn_dim=96,
                                            patch_size=(2, 4, 4), text_dim=32,
-                                           prediction="x0", sigma_data=0.4))
+                                           prediction="x0", sigma_data=0.4,
+                                           # rotary positions that follow the camera
+                                           # (tiny_backbones.TinySpec.camera_rope)
+                                           camera_rope=kind == "cam2v"))
   if "smoke" in parts:
     c.num_steps = 4
     c.batch_size = 2

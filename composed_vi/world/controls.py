@@ -133,6 +133,35 @@ def plucker_rays(intrinsics, extrinsics, height: int, width: int) -> jax.Array:
   return jax.vmap(one)(extrinsics)
 
 
+def first_frame_coordinates(intrinsics, extrinsics, height: int, width: int) -> jax.Array:
+  """Where each pixel's point of the EMPTY room was seen in the first frame, ``(T, H, W, 2)``.
+
+  The room (floor ``y = FLOOR_Y``, back wall ``z = WALL_Z``) is the same in every scene, so
+  this depends on the camera path alone: the ray through each pixel centre of frame ``t``
+  meets the floor or the wall, and the point is projected with ``extrinsics[0]``. Returned as
+  ``(v, u)`` (row, column; pixel centres at ``k + 0.5``), so frame 0 and a static camera give
+  the pixel grid itself; a ray that meets neither plane, or a point behind the first camera,
+  keeps its own pixel's coordinates. ``intrinsics``: ``(3, 3)``; ``extrinsics``: ``(T, 3, 4)``.
+  """
+  from composed_vi.world.render import intersect_plane
+  from composed_vi.world.scene import FLOOR_Y, WALL_Z
+
+  uv = pixel_coordinates(height, width, pixel_offsets(1))[:, :, 0]
+
+  def one(extrinsic):
+    centre, directions = camera_rays(intrinsics, extrinsic, uv)
+    lam_floor = intersect_plane(centre, directions, jnp.asarray([0.0, 1.0, 0.0]), FLOOR_Y)
+    lam_wall = intersect_plane(centre, directions, jnp.asarray([0.0, 0.0, 1.0]), WALL_Z)
+    lam = jnp.minimum(lam_floor, lam_wall)
+    hit = jnp.isfinite(lam)
+    points = centre + jnp.where(hit, lam, 0.0)[..., None] * directions
+    seen, z = project(intrinsics, extrinsics[0], points)
+    ok = (hit & (z > EPS))[..., None]
+    return jnp.where(ok, seen, uv)[..., ::-1]
+
+  return jax.vmap(one)(extrinsics)
+
+
 # ----------------------------------------------------------------------------- 3D cache
 
 

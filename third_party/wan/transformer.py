@@ -48,6 +48,13 @@ class WanConfig:
 
   ``vace_layers`` (a tuple of block indices, containing 0) turns the model into the VACE variant
   with ``vace_in_channels`` control channels; ``None`` is the plain transformer.
+
+  ``rope_position_channels`` (ours, not diffusers'; 0 is Wan): with 2, the last two of the
+  ``in_channels`` input channels are not embedded but give every pixel its (height, width)
+  rotary position in input pixels (pixel centres at ``k + 0.5``); a token's position is the
+  mean over its patch divided by the patch size, less 0.5, so the pixel grid itself gives
+  Wan's positions exactly. A camera-conditioned model can put there where each pixel's scene
+  point was seen in the first frame, so that tokens seeing one point share one position.
   """
 
   patch_size: tuple[int, int, int] = (1, 2, 2)
@@ -68,6 +75,7 @@ class WanConfig:
   vace_layers: tuple[int, ...] | None = None
   vace_in_channels: int | None = None
   rope_theta: float = 10000.0
+  rope_position_channels: int = 0
 
   def __post_init__(self):
     object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
@@ -78,6 +86,12 @@ class WanConfig:
     if self.attention_head_dim % 2 or self.attention_head_dim < 6:
       raise ValueError("attention_head_dim: expected an even number >= 6 (three rotary axes), got "
                        f"{self.attention_head_dim}")
+    if self.rope_position_channels not in (0, 2):
+      raise ValueError(f"rope_position_channels: expected 0 or 2, got "
+                       f"{self.rope_position_channels}")
+    if self.rope_position_channels and self.in_channels <= 2:
+      raise ValueError(f"in_channels: expected more than the 2 rope_position_channels, got "
+                       f"{self.in_channels}")
     if self.pos_embed_seq_len is not None and self.image_dim is None:
       raise ValueError("pos_embed_seq_len: needs image_dim to be set")
     if self.vace_layers is not None:
@@ -150,11 +164,40 @@ def rope_tables(config: WanConfig, grid: tuple[int, int, int]) -> tuple[np.ndarr
   return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
 
 
+def rope_from_positions(config: WanConfig, positions: Array) -> tuple[Array, Array]:
+  """``(cos, sin)`` ``(B, T, head_dim/2)`` for per-token positions ``(B, T, 3)`` (frame, height,
+  width; any real values), with the channel layout of :func:`rope_tables`."""
+  angles = []
+  for axis, d in enumerate(config.rope_dims):
+    inv_freq = 1.0 / (config.rope_theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
+    angles.append(positions[..., axis:axis + 1].astype(jnp.float32)
+                  * jnp.asarray(inv_freq, jnp.float32))
+  angles = jnp.concatenate(angles, axis=-1)
+  return jnp.cos(angles), jnp.sin(angles)
+
+
+def token_positions(config: WanConfig, pixels: Array) -> Array:
+  """Per-token rotary positions ``(B, T, 3)`` from per-pixel (height, width) positions
+  ``pixels`` ``(B, F, H, W, 2)`` in input pixels (``WanConfig.rope_position_channels``)."""
+  b, nf, nh, nw, _ = pixels.shape
+  pt, ph, pw = config.patch_size
+  grid = (nf // pt, nh // ph, nw // pw)
+  p = pixels.astype(jnp.float32).reshape(b, grid[0], pt, grid[1], ph, grid[2], pw, 2)
+  p = p.mean(axis=(2, 4, 6)) / jnp.asarray([ph, pw], jnp.float32) - 0.5
+  frame = jnp.broadcast_to(jnp.arange(grid[0], dtype=jnp.float32)[None, :, None, None, None],
+                           (b, *grid, 1))
+  return jnp.concatenate([frame, p], axis=-1).reshape(b, -1, 3)
+
+
 def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
-  """Rotates interleaved channel pairs of ``x`` (B, T, N, Hd) by ``(cos, sin)`` (T, Hd/2)."""
+  """Rotates interleaved channel pairs of ``x`` (B, T, N, Hd) by ``(cos, sin)`` (T, Hd/2), or
+  per example by ``(B, T, Hd/2)``."""
   xf = x.astype(jnp.float32).reshape(*x.shape[:-1], -1, 2)
   x1, x2 = xf[..., 0], xf[..., 1]
-  c, s = cos[None, :, None], sin[None, :, None]
+  if cos.ndim == 3:
+    c, s = cos[:, :, None], sin[:, :, None]
+  else:
+    c, s = cos[None, :, None], sin[None, :, None]
   out = jnp.stack([x1 * c - x2 * s, x1 * s + x2 * c], axis=-1)
   return out.reshape(x.shape).astype(x.dtype)
 
@@ -427,7 +470,8 @@ class WanTransformer(nnx.Module):
     self.config, self.dtype, self.remat = config, dtype, remat
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype, precision=precision)
     dim, patch = config.inner_dim, config.patch_size
-    self.patch_embedding = PatchEmbed(patch, config.in_channels, dim, **kw)
+    self.patch_embedding = PatchEmbed(
+        patch, config.in_channels - config.rope_position_channels, dim, **kw)
     self.condition_embedder = ConditionEmbedder(config, **kw)
     self.blocks = nnx.List([Block(config, attention_impl=attention_impl, **kw)
                             for _ in range(config.num_layers)])
@@ -499,7 +543,11 @@ class WanTransformer(nnx.Module):
     b, nf, nh, nw, _ = x.shape
     pt, ph, pw = cfg.patch_size
     grid = (nf // pt, nh // ph, nw // pw)
-    rope = tuple(jnp.asarray(a) for a in rope_tables(cfg, grid))
+    if cfg.rope_position_channels:
+      x, pixels = x[..., :-cfg.rope_position_channels], x[..., -cfg.rope_position_channels:]
+      rope = rope_from_positions(cfg, token_positions(cfg, pixels))
+    else:
+      rope = tuple(jnp.asarray(a) for a in rope_tables(cfg, grid))
 
     h = self.patch_embedding(x)
     emb = self.condition_embedder
@@ -625,4 +673,4 @@ def count_params(config: WanConfig) -> int:
 __all__: Sequence[str] = (
     "WanConfig", "config_from_diffusers", "WanTransformer", "init_model", "abstract_model",
     "split_abstract", "forward", "make_model_fn", "param_shapes", "count_params", "rope_tables",
-    "apply_rope", "timestep_sinusoid")
+    "apply_rope", "rope_from_positions", "token_positions", "timestep_sinusoid")
