@@ -19,11 +19,19 @@ from composed_vi.world.render import (
     EPS,
     Render,
     camera_rays,
+    intersect_plane,
     pixel_coordinates,
     pixel_offsets,
     project,
 )
-from composed_vi.world.scene import CAMERA_KINDS, COLOUR_NAMES, Scene, SceneConfig
+from composed_vi.world.scene import (
+    CAMERA_KINDS,
+    COLOUR_NAMES,
+    FLOOR_Y,
+    WALL_Z,
+    Scene,
+    SceneConfig,
+)
 
 # ----------------------------------------------------------------------------- captions
 
@@ -143,9 +151,6 @@ def first_frame_coordinates(intrinsics, extrinsics, height: int, width: int) -> 
   the pixel grid itself; a ray that meets neither plane, or a point behind the first camera,
   keeps its own pixel's coordinates. ``intrinsics``: ``(3, 3)``; ``extrinsics``: ``(T, 3, 4)``.
   """
-  from composed_vi.world.render import intersect_plane
-  from composed_vi.world.scene import FLOOR_Y, WALL_Z
-
   uv = pixel_coordinates(height, width, pixel_offsets(1))[:, :, 0]
 
   def one(extrinsic):

@@ -143,6 +143,12 @@ def config_from_diffusers(config: Mapping[str, Any]) -> WanConfig:
 # Position and timestep encodings (static numpy tables: exact, computed once per shape).
 
 
+def _inv_freqs(config: WanConfig) -> list[np.ndarray]:
+  """Per rotary axis, the float64 frequencies ``theta^(-2j/d)`` of its channel pairs."""
+  return [1.0 / (config.rope_theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
+          for d in config.rope_dims]
+
+
 def rope_tables(config: WanConfig, grid: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
   """Rotary angles' ``(cos, sin)`` for a token grid ``(f, h, w)``, each ``(f*h*w, head_dim/2)``.
 
@@ -154,8 +160,7 @@ def rope_tables(config: WanConfig, grid: tuple[int, int, int]) -> tuple[np.ndarr
     raise ValueError(f"latent grid {grid} (tokens per axis) exceeds rope_max_seq_len="
                      f"{config.rope_max_seq_len}")
   angles = []
-  for axis, (n, d) in enumerate(zip(grid, config.rope_dims)):
-    inv_freq = 1.0 / (config.rope_theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
+  for axis, (n, d, inv_freq) in enumerate(zip(grid, config.rope_dims, _inv_freqs(config))):
     a = np.arange(n, dtype=np.float64)[:, None] * inv_freq[None]
     shape = [1, 1, 1, d // 2]
     shape[axis] = n
@@ -168,8 +173,7 @@ def rope_from_positions(config: WanConfig, positions: Array) -> tuple[Array, Arr
   """``(cos, sin)`` ``(B, T, head_dim/2)`` for per-token positions ``(B, T, 3)`` (frame, height,
   width; any real values), with the channel layout of :func:`rope_tables`."""
   angles = []
-  for axis, d in enumerate(config.rope_dims):
-    inv_freq = 1.0 / (config.rope_theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
+  for axis, inv_freq in enumerate(_inv_freqs(config)):
     angles.append(positions[..., axis:axis + 1].astype(jnp.float32)
                   * jnp.asarray(inv_freq, jnp.float32))
   angles = jnp.concatenate(angles, axis=-1)
