@@ -212,6 +212,7 @@ def sampler_options(method: Method, config) -> dict:
     t_min = 0.02
     opts["levels"] = (t_min,)
     opts["inner_steps"] = config.num_levels * config.inner_steps
+    opts["stein_min_t"] = 0.0  # every step is at t_min: none would run below a stein_min_t
     del opts["num_levels"]
   opts.update(extra)
   return opts

@@ -202,6 +202,8 @@ def stein_direction(
   n = x.shape[0]
   xf = x.reshape(n, -1).astype(jnp.float32)
   g = scores.reshape(n, -1).astype(jnp.float32)
+  r = None if region is None else jnp.broadcast_to(
+      jnp.asarray(region, jnp.float32), x.shape).reshape(n, -1)
   features = identity_features() if features is None else features
   if n == 1:  # no pairs: the direction is the score itself
     rep, dr = jnp.zeros_like(g), g
@@ -239,18 +241,23 @@ def stein_direction(
       # Scale the repulsion so that it spreads the population as fast as Langevin's diffusion
       # would: Stein's identity E_p[(x - c) . grad log p] = -D says the spread is stationary
       # at the target when sum_i w_i (x_i - xbar) . G_i + gamma sum_i (x_i - xbar) . R_i = 0
-      # with sum_i w_i D on the second term.
+      # with sum_i w_i D on the second term. Confined to a region (the matrix-valued kernel
+      # k diag(r)), the identity reads E[(x - c) . diag(r) grad log p] = -sum(r): D is the
+      # region's size and the spread is the confined repulsion's.
       w = jnp.ones((n, 1), jnp.float32) if drive == "self" else rowsum / n
       centred = xf - jnp.mean(xf, axis=0, keepdims=True)
-      spread = jnp.sum(centred * rep)
+      spread = jnp.sum(centred * rep) if r is None else jnp.sum(centred * rep * r)
+      if r is not None:
+        dim = jnp.sum(r[0])
       if axis_name is not None:
         spread = jax.lax.psum(spread, axis_name)
+        if r is not None:
+          dim = jax.lax.psum(dim, axis_name)
       dim = jnp.asarray(xf.shape[1] if dim is None else dim, jnp.float32)
       rep = rep * (jnp.sum(w) * dim / jnp.maximum(spread, 1e-30))
     rep = repulsion * rep
   phi = dr + rep
-  if region is not None:
-    r = jnp.broadcast_to(jnp.asarray(region, jnp.float32), x.shape).reshape(n, -1)
+  if r is not None:
     phi, dr, rep = phi * r, dr * r, rep * r
   dn2 = jnp.sum(jnp.square(dr))
   rn2 = jnp.sum(jnp.square(rep))

@@ -7,7 +7,8 @@ SAMPLER_FIELDS = (("step_size", float), ("inner_steps", int), ("drive", str),
                   ("repulsion", float), ("repulsion_schedule", str), ("bandwidth_scale", float),
                   ("feature_map", str), ("t_max", float), ("t_min", float), ("shift", float),
                   ("levels", tuple), ("precondition", bool),
-                  ("stein_region", str))
+                  ("stein_region", str), ("stein_min_t", float),
+                  ("calibrate_repulsion", bool))
 
 
 def sampler(**defaults) -> ml_collections.ConfigDict:

@@ -43,7 +43,8 @@ def get_config(arg=None):
       repulsion_schedule=ml_collections.FieldReference(None, field_type=str),
       bandwidth_scale=ml_collections.FieldReference(None, field_type=float),
       calibrate_repulsion=ml_collections.FieldReference(None, field_type=bool),
-      stein_region=ml_collections.FieldReference(demo.sampler.stein_region, field_type=str)))
+      stein_region=ml_collections.FieldReference(demo.sampler.stein_region, field_type=str),
+      stein_min_t=ml_collections.FieldReference(demo.sampler.stein_min_t, field_type=float)))
   c.gallery_cases = 3
   # An earlier evaluation workdir whose rows are copied for the methods whose settings are
   # unchanged (each checked bit for bit on its first reuse_check_cases cases), so that

@@ -228,6 +228,30 @@ def test_region_confines_the_direction_and_its_diagnostics(drive):
   np.testing.assert_array_equal(cinfo.bandwidth, info.bandwidth)
 
 
+@pytest.mark.parametrize("confined", [False, True])
+def test_calibrated_repulsion_keeps_the_spread_stationary(confined):
+  """``calibrate=True`` on particles drawn from ``N(0, I)`` with its exact score ``-x``: the
+  calibrated step leaves the population's spread stationary, sum_i (x_i - xbar) . phi_i ~ 0
+  (Stein's identity: the drive's part is -sum_i w_i D in expectation). Confined to a region,
+  D is the region's size, also when the kernel reads the region alone (``mask_features``, as
+  the world's ``target_mask`` does); the full D would spread twice too fast here."""
+  n, d = 256, 64
+  x = np.random.default_rng(21).standard_normal((n, d)).astype(np.float32)
+  region = (np.arange(d) < d // 2).astype(np.float32) if confined else None
+  features = kernels.mask_features(region, (d,)) if confined else None
+  stein = functools.partial(kernels.stein_direction, drive="local", calibrate=True,
+                            features=features, region=region)
+  phi, _ = jax.jit(lambda x: stein(x, -x, repulsion=1.0))(x)
+  dr, _ = jax.jit(lambda x: stein(x, -x, repulsion=0.0))(x)
+  centred = x - x.mean(0, keepdims=True)
+  drive_part = float(np.sum(centred * np.asarray(dr)))  # ~ -sum_i w_i D_region
+  total = float(np.sum(centred * np.asarray(phi)))
+  assert drive_part < 0
+  assert abs(total) < 0.1 * abs(drive_part), (total, drive_part)
+  if confined:
+    assert np.all(np.asarray(phi)[:, d // 2:] == 0)
+
+
 # --- median-heuristic guards ----------------------------------------------------------------------
 
 

@@ -294,6 +294,51 @@ def test_stein_region_unpinned_keeps_the_steps_off_the_pinned_coordinates():
     cvi.compose([broad], pinned_mask=2.0 * pinned)
 
 
+def test_stein_min_t_skips_the_stein_steps_below_it():
+  """``stein_min_t``: a level below it is the transport alone (bit-identical to
+  ``inner_steps=0``, with NaN diagnostics), a level at or above it is the default's; a whole
+  run with ``stein_min_t`` between the levels equals the default on the levels above and the
+  transport below. Values outside [0, 1] are refused by field."""
+  from composed_vi.samplers import ctrl_vi
+
+  specified, target, _ = _half_specified(16)
+  levels = jnp.asarray([0.6, 0.5], jnp.float32)
+  x = jax.random.normal(jax.random.key(4), (4, 16))
+  state = ctrl_vi.CtrlVIState(x, jnp.zeros((), jnp.int32), jax.random.key(0))
+  common = dict(step_size=0.3, inner_steps=2, repulsion=5.0, feature_map="target_mask",
+                stein_region="target_mask")
+
+  def run(**o):
+    s, info = jax.jit(lambda st: ctrl_vi.step(st, target, levels,
+                                              ctrl_vi.CtrlVIOptions(**{**common, **o})))(state)
+    return np.asarray(s.particles), info
+
+  default, info_d = run()
+  transport, _ = run(inner_steps=0)
+  above, info_a = run(stein_min_t=0.6)
+  below, info_b = run(stein_min_t=0.61)
+  np.testing.assert_array_equal(above, default)
+  np.testing.assert_array_equal(below, transport)
+  assert not np.array_equal(default, transport)
+  assert np.isfinite(float(info_a.drive_norm)) and np.isnan(float(info_b.drive_norm))
+  assert float(info_a.drive_norm) == float(info_d.drive_norm)
+  # A run: the Stein steps run at the two levels above 0.7 only, and change the samples.
+  lv = (1.0, 0.8, 0.5, 0.3)
+  run_opts = dict(common, levels=lv)
+  samples, info = cvi.sample(jax.random.key(5), target, 4, "ctrl_vi", stein_min_t=0.7,
+                             **run_opts)
+  np.testing.assert_array_equal(np.isnan(np.asarray(info.drive_norm)),
+                                [False, False, True, True])
+  full, _ = cvi.sample(jax.random.key(5), target, 4, "ctrl_vi", **run_opts)
+  none, _ = cvi.sample(jax.random.key(5), target, 4, "ctrl_vi", **dict(run_opts, inner_steps=0))
+  assert not np.array_equal(np.asarray(samples), np.asarray(full))
+  assert not np.array_equal(np.asarray(samples), np.asarray(none))
+  for bad in (-0.1, 1.5, "0.3", True):
+    with _raises("stein_min_t"):
+      cvi.sample(jax.random.key(0), target, 4, "ctrl_vi", num_levels=2, stein_min_t=bad,
+                 feature_map="target_mask")
+
+
 def test_target_mask_kernel_repels_only_where_unspecified():
   """``feature_map='target_mask'``: an exact Gaussian target in 64-D whose second half no
   control specifies (broad prior); a strong repulsion restricted to that half spreads it and

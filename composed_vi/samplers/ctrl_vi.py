@@ -52,6 +52,10 @@ class CtrlVIOptions(base.AnnealingOptions):
       control gives exactly), which follow ``v_bar`` alone; the Stein step then also moves
       the coordinates a soft control specifies (in the world, the object region). The
       per-level diagnostics measure the confined step.
+    stein_min_t: the Stein steps run at the levels ``t >= stein_min_t`` only; below it the
+      particles follow ``v_bar``'s transport alone (0: at every level). At low noise the
+      population's layout is set, and the deterministic drive only sharpens each particle
+      below its level's noise.
   """
 
   step_size: float = 0.2
@@ -66,6 +70,7 @@ class CtrlVIOptions(base.AnnealingOptions):
   bandwidth_scale: float = 1.0
   calibrate_repulsion: bool = False
   stein_region: str = "all"
+  stein_min_t: float = 0.0
 
   def validate(self):
     super().validate()
@@ -80,6 +85,9 @@ class CtrlVIOptions(base.AnnealingOptions):
       check_positive_float("bandwidth", self.bandwidth)
     check_positive_float("bandwidth_scale", self.bandwidth_scale)
     check_choice("stein_region", self.stein_region, STEIN_REGIONS)
+    if not (isinstance(self.stein_min_t, (int, float)) and not isinstance(self.stein_min_t, bool)
+            and 0 <= self.stein_min_t <= 1):
+      fail("stein_min_t", "a level in [0, 1]", self.stein_min_t)
 
   def features(self, shape, target=None) -> kernels.FeatureMap:
     """The kernel's feature map; ``'target_mask'`` reads ``target.repulsion_mask``."""
@@ -159,13 +167,21 @@ def step(state: CtrlVIState, target, levels, options: CtrlVIOptions, mesh=None):
         feature_values=fv, calibrate=options.calibrate_repulsion, region=region)
     return x + eta * phi, info
 
-  x = state.particles
-  if options.inner_steps > 0:
+  nan = jnp.full((), jnp.nan, jnp.float32)
+  skipped = kernels.SteinInfo(nan, nan, nan, nan, nan)
+
+  def stein_steps(x):
     x, infos = jax.lax.scan(svgd_step, x, None, length=options.inner_steps)
-    last = jax.tree.map(lambda a: a[-1], infos)
+    return x, jax.tree.map(lambda a: a[-1], infos)
+
+  x = state.particles
+  if options.inner_steps == 0:
+    last = skipped
+  elif options.stein_min_t > 0:  # no Stein step (and no forward for it) below stein_min_t
+    x, last = jax.lax.cond(t >= options.stein_min_t, stein_steps,
+                           lambda x: (x, skipped), x)
   else:
-    nan = jnp.full((), jnp.nan, jnp.float32)
-    last = kernels.SteinInfo(nan, nan, nan, nan, nan)
+    x, last = stein_steps(x)
   x = base.transport(target, x, t, t_next)
   info = CtrlVIInfo(t, *last)
   return CtrlVIState(x, state.level + 1, state.key), info
