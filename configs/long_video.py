@@ -29,7 +29,7 @@ def get_config(arg=None):
   c.num_levels = 32
   c.sampler = common.sampler(**{k: demo.sampler[k] for k in (
       "inner_steps", "step_size", "feature_map", "repulsion", "precondition",
-      "stein_region")})
+      "stein_region", "stein_min_t")})
   c.world = ml_collections.ConfigDict(dict(num_frames=12, height=32, width=32))
   c.long = ml_collections.ConfigDict(dict(
       segments_per_direction=1,  # segments panning right, then as many back left
