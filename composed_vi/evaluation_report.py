@@ -32,6 +32,20 @@ def _fmt(x: float, metric: str, diff: bool = False) -> str:
   return f"{x:+.{digits + 1}f}" if diff else f"{x:.{digits}f}"
 
 
+def _fmt_diff(entry: dict, metric: str) -> str:
+  """``diff [low, high]`` of a paired difference, with :func:`_fmt`'s fixed decimals; in
+  scientific notation when every nonzero one of the three would print as 0 there (Ctrl-VI and
+  averaging differ by 1e-6 to 1e-5 L1 on some metrics)."""
+  vals = [entry["diff"], entry["diff_low"], entry["diff_high"]]
+  digits = 2 if metric in ("track_error_px", "seconds") else 3
+  mags = [abs(v) for v in vals if np.isfinite(v)]
+  if mags and 0 < max(mags) < 0.5 * 10.0 ** -(digits + 1):
+    a, lo, hi = (f"{v:+.1e}" if np.isfinite(v) else "n/a" for v in vals)
+  else:
+    a, lo, hi = (_fmt(v, metric, True) for v in vals)
+  return f"{a} [{lo}, {hi}]"
+
+
 def verdict(entry: dict, better: str) -> str:
   """``better``/``worse``/``tied`` of a method against Ctrl-VI from the paired interval."""
   lo, hi = entry.get("diff_low", np.nan), entry.get("diff_high", np.nan)
@@ -72,8 +86,7 @@ def markdown(table: dict, methods, command: str, num_cases: int, best=None) -> s
         if "diff" not in e:
           cells.append("n/a")
           continue
-        cells.append(f"{_fmt(e['diff'], metric, True)} [{_fmt(e['diff_low'], metric, True)}, "
-                     f"{_fmt(e['diff_high'], metric, True)}] {verdict(e, better)}")
+        cells.append(f"{_fmt_diff(e, metric)} {verdict(e, better)}")
       lines.append(f"| {name} | " + " | ".join(cells) + " |")
   if best:
     lines += ["", "Best or tied-best per metric (on the cases every method has; tied: the 95% "

@@ -95,6 +95,14 @@ def test_markdown_prints_small_paired_differences():
   line = [ln for ln in text.splitlines() if ln.startswith("| average |")][-1]
   assert "-0.0002 [-0.0002, -0.0002] better" in line
   assert "+0.000 [+0.000, +0.000] tied" in line  # tracks: identical
+  # Below the fixed decimals (5e-6 L1) the difference is printed in scientific notation.
+  for r in rows:
+    if r["method"] == "average":
+      r["first_frame_l1"] += 0.0002 + 5e-6
+  table = ev.aggregate(rows, ["ctrl_vi", "average"])
+  line = [ln for ln in report.markdown(table, methods, "cmd", 6).splitlines()
+          if ln.startswith("| average |")][-1]
+  assert "+5.0e-06 [+5.0e-06, +5.0e-06] worse" in line
 
 
 def test_context_reward_reads_the_target():
