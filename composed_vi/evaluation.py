@@ -23,7 +23,8 @@ Methods (:data:`METHODS`):
   per pixel: the previous defaults), ``ctrl_vi_full_kernel`` (the kernel, and so the
   repulsion, on every coordinate instead of the unspecified ones alone) and
   ``ctrl_vi_stein_everywhere`` (Stein steps on every coordinate, not only the unspecified
-  ones: the previous defaults).
+  ones: an earlier default), ``ctrl_vi_every_level`` (Stein steps at every level, not only at
+  ``t >= stein_min_t``: the previous default), and the variant ``ctrl_vi_stein_unpinned``.
 
 The score-following samplers (Ctrl-VI, Langevin, PoE-SMC) share ``config.precondition``: steps
 of ``eta t^2 / W`` per pixel (:func:`composed_vi.samplers.base.step_sizes`).
@@ -128,6 +129,9 @@ METHODS = {m.name: m for m in [
     Method("ctrl_vi_stein_everywhere", "composed", "ctrl_vi", options=(("stein_region", "all"),),
            description="ablation: Stein steps on every pixel (the specified ones too), not "
                        "only the unspecified ones"),
+    Method("ctrl_vi_every_level", "composed", "ctrl_vi", options=(("stein_min_t", 0.0),),
+           description="ablation: Stein steps at every level, not only at t >= stein_min_t "
+                       "(the previous default)"),
     Method("ctrl_vi_stein_unpinned", "composed", "ctrl_vi",
            options=(("stein_region", "unpinned"),),
            description="variant: Stein steps everywhere but the pixels the controls give "

@@ -141,6 +141,7 @@ def test_sampler_options_of_the_ablations():
   config.ctrl_vi.stein_min_t = 0.3  # every step of the ablation is at t_min, so all of them run
   assert ev.sampler_options(ev.METHODS["ctrl_vi_no_annealing"], config)["stein_min_t"] == 0.0
   assert ev.sampler_options(ev.METHODS["ctrl_vi"], config)["stein_min_t"] == 0.3
+  assert ev.sampler_options(ev.METHODS["ctrl_vi_every_level"], config)["stein_min_t"] == 0.0
   assert ev.sampler_options(ev.METHODS["ctrl_vi_no_repulsion"], config)["repulsion"] == 0.0
   assert ev.sampler_options(ev.METHODS["ctrl_vi"], config)["feature_map"] == "target_mask"
   assert ev.sampler_options(ev.METHODS["ctrl_vi_full_kernel"], config)["feature_map"] == (
