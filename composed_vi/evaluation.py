@@ -22,9 +22,11 @@ Methods (:data:`METHODS`):
   ``ctrl_vi_kernel_drive`` (textbook SVGD drive), ``ctrl_vi_normalized`` (weights normalised
   per pixel: the previous defaults), ``ctrl_vi_full_kernel`` (the kernel, and so the
   repulsion, on every coordinate instead of the unspecified ones alone) and
-  ``ctrl_vi_stein_everywhere`` (Stein steps on every coordinate, not only the unspecified
-  ones: an earlier default), ``ctrl_vi_every_level`` (Stein steps at every level, not only at
-  ``t >= stein_min_t``: the previous default), and the variant ``ctrl_vi_stein_unpinned``.
+  ``ctrl_vi_stein_everywhere`` (``stein_region='all'``: today's default, so the same as
+  ``ctrl_vi`` unless the config's region changes; kept for the earlier tables),
+  ``ctrl_vi_stein_unspecified`` (Stein steps on the unspecified pixels only),
+  ``ctrl_vi_every_level`` (Stein steps at every level, not only at ``t >= stein_min_t``), and
+  the variant ``ctrl_vi_stein_unpinned``.
 
 The score-following samplers (Ctrl-VI, Langevin, PoE-SMC) share ``config.precondition``: steps
 of ``eta t^2 / W`` per pixel (:func:`composed_vi.samplers.base.step_sizes`).
@@ -129,9 +131,12 @@ METHODS = {m.name: m for m in [
     Method("ctrl_vi_stein_everywhere", "composed", "ctrl_vi", options=(("stein_region", "all"),),
            description="ablation: Stein steps on every pixel (the specified ones too), not "
                        "only the unspecified ones"),
+    Method("ctrl_vi_stein_unspecified", "composed", "ctrl_vi",
+           options=(("stein_region", "target_mask"),),
+           description="ablation: Stein steps on the unspecified pixels only (the repulsion "
+                       "mask), not on every pixel"),
     Method("ctrl_vi_every_level", "composed", "ctrl_vi", options=(("stein_min_t", 0.0),),
-           description="ablation: Stein steps at every level, not only at t >= stein_min_t "
-                       "(the previous default)"),
+           description="ablation: Stein steps at every level, not only at t >= stein_min_t"),
     Method("ctrl_vi_stein_unpinned", "composed", "ctrl_vi",
            options=(("stein_region", "unpinned"),),
            description="variant: Stein steps everywhere but the pixels the controls give "

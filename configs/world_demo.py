@@ -39,15 +39,14 @@ def get_config(arg=None):
   # pixels alone it can be made strong without touching the controls.
   # Steps preconditioned by the target's total weight (eta t^2 / W per pixel: every pixel gets
   # the stiffness of one expert; the repulsion's 2e4 is 1e4 on the unspecified pixels, W = 2).
-  # The Stein steps move only those unspecified pixels (stein_region): on the specified ones,
-  # with no repulsion there, the deterministic drive is gradient ascent that shrinks the
-  # particles' noise below their level's, and v_bar's transport alone is measured better
-  # (RESULTS.md, "Stein steps where nothing is specified"). And they run at the levels
-  # t >= 0.6 only (16 of 40): the population's layout is set at high noise; below, the drive
-  # only sharpens the particles under their level's noise, and the backbones read that
-  # (RESULTS.md, "Stein steps at high noise only").
+  # The Stein steps run at the levels t >= 0.6 only (16 of 40; stein_min_t) and there move
+  # every pixel (stein_region='all'). At high noise the population's layout is set; below,
+  # the deterministic drive only sharpens the particles under their level's noise (gradient
+  # ascent on the specified pixels, where no repulsion acts), and v_bar's transport alone is
+  # measured better there. Kept to high noise, Stein steps on the specified pixels too help
+  # the 3D consistency (RESULTS.md, "Stein steps at high noise only").
   c.sampler = common.sampler(inner_steps=2, step_size=0.02, feature_map="target_mask",
-                             repulsion=2e4, precondition=True, stein_region="target_mask",
+                             repulsion=2e4, precondition=True, stein_region="all",
                              stein_min_t=0.6)
   if arg == "smoke":
     c.num_particles = 2

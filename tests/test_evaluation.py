@@ -146,7 +146,9 @@ def test_sampler_options_of_the_ablations():
   assert ev.sampler_options(ev.METHODS["ctrl_vi"], config)["feature_map"] == "target_mask"
   assert ev.sampler_options(ev.METHODS["ctrl_vi_full_kernel"], config)["feature_map"] == (
       "identity")
-  assert ev.sampler_options(ev.METHODS["ctrl_vi"], config)["stein_region"] == "target_mask"
+  assert ev.sampler_options(ev.METHODS["ctrl_vi"], config)["stein_region"] == "all"
+  assert ev.sampler_options(ev.METHODS["ctrl_vi_stein_unspecified"], config)[
+      "stein_region"] == "target_mask"
   assert ev.sampler_options(ev.METHODS["ctrl_vi_stein_everywhere"], config)["stein_region"] == (
       "all")
   assert ev.sampler_options(ev.METHODS["ctrl_vi_stein_unpinned"], config)["stein_region"] == (
@@ -247,7 +249,7 @@ def test_method_settings_tell_which_rows_can_be_reused():
   lacks a field the settings need (an older run's config.json) gives None."""
   config = eval_config.get_config("smoke")
   other = eval_config.get_config("smoke")
-  other.ctrl_vi.stein_region = "all"
+  other.ctrl_vi.stein_region = "target_mask"
   for name in ("i2v", "average", "langevin", "poe_smc"):
     assert ev.method_settings(ev.METHODS[name], config) == ev.method_settings(
         ev.METHODS[name], other), name
