@@ -14,6 +14,7 @@ import json
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import flags
 
 from composed_vi import cli, world_demo
@@ -45,10 +46,14 @@ def main(argv):
   opts = build_options("ctrl_vi", num_levels=config.num_levels,
                        **{k: v for k, v in config.sampler.to_dict().items() if v is not None})
   levels = opts.schedule()
+  # The timed level is the middle one of those that take Stein steps (t >= stein_min_t): below
+  # it a level is the transport alone, one forward of each expert.
+  stein_levels = int(np.sum(np.asarray(levels) >= opts.stein_min_t))
+  index = stein_levels // 2
   state = ctrl_vi.init(jax.random.key(0), target, n, opts)
-  state = state._replace(level=jnp.asarray(config.num_levels // 2, jnp.int32))
+  state = state._replace(level=jnp.asarray(index, jnp.int32))
   x = state.particles
-  t = levels[config.num_levels // 2]
+  t = levels[index]
 
   forwards = {}
   for i, expert in enumerate(target.experts):
@@ -59,6 +64,7 @@ def main(argv):
   level_s = median_seconds(lambda: step(state).block_until_ready(), _REPEATS.value, warmup=1)
   needed = (opts.inner_steps + 1) * sum(forwards.values())
   figures = dict(num_particles=n, inner_steps=opts.inner_steps, shape=list(target.shape),
+                 level_t=float(t), stein_levels=stein_levels, num_levels=len(levels),
                  forward_s=forwards, forwards_needed_s=needed, level_s=level_s,
                  overhead_ratio=level_s / needed, device=jax.devices()[0].device_kind,
                  trained_backbones=not _RANDOM.value)
