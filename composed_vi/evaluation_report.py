@@ -23,12 +23,17 @@ from composed_vi import evaluation as ev
 from composed_vi import io, media
 
 
+def _digits(metric: str) -> int:
+  """Decimals of a metric's means in the table."""
+  return 2 if metric in ("track_error_px", "seconds") else 3
+
+
 def _fmt(x: float, metric: str, diff: bool = False) -> str:
   """A mean, or with ``diff`` a paired difference: signed and one decimal finer (composed
   methods differ by 1e-4 L1, which the means' precision prints as 0.000)."""
   if not np.isfinite(x):
     return "n/a"
-  digits = 2 if metric in ("track_error_px", "seconds") else 3
+  digits = _digits(metric)
   return f"{x:+.{digits + 1}f}" if diff else f"{x:.{digits}f}"
 
 
@@ -37,9 +42,8 @@ def _fmt_diff(entry: dict, metric: str) -> str:
   scientific notation when every nonzero one of the three would print as 0 there (Ctrl-VI and
   averaging differ by 1e-6 to 1e-5 L1 on some metrics)."""
   vals = [entry["diff"], entry["diff_low"], entry["diff_high"]]
-  digits = 2 if metric in ("track_error_px", "seconds") else 3
   mags = [abs(v) for v in vals if np.isfinite(v)]
-  if mags and 0 < max(mags) < 0.5 * 10.0 ** -(digits + 1):
+  if mags and 0 < max(mags) < 0.5 * 10.0 ** -(_digits(metric) + 1):
     a, lo, hi = (f"{v:+.1e}" if np.isfinite(v) else "n/a" for v in vals)
   else:
     a, lo, hi = (_fmt(v, metric, True) for v in vals)

@@ -296,12 +296,12 @@ def test_stein_region_unpinned_keeps_the_steps_off_the_pinned_coordinates():
 
 def test_stein_min_t_skips_the_stein_steps_below_it():
   """``stein_min_t``: a level below it is the transport alone (bit-identical to
-  ``inner_steps=0``, with NaN diagnostics), a level at or above it is the default's; a whole
-  run with ``stein_min_t`` between the levels equals the default on the levels above and the
-  transport below. Values outside [0, 1] are refused by field."""
+  ``inner_steps=0``, with NaN diagnostics), a level at or above it is the default's; in a
+  whole run the diagnostics are NaN exactly at the levels below it, and the samples differ
+  from both Stein steps everywhere and none. Values outside [0, 1] are refused by field."""
   from composed_vi.samplers import ctrl_vi
 
-  specified, target, _ = _half_specified(16)
+  _, target, _ = _half_specified(16)
   levels = jnp.asarray([0.6, 0.5], jnp.float32)
   x = jax.random.normal(jax.random.key(4), (4, 16))
   state = ctrl_vi.CtrlVIState(x, jnp.zeros((), jnp.int32), jax.random.key(0))
