@@ -24,6 +24,7 @@ from composed_vi import experts, io, media
 from composed_vi import tiny_backbones as tb
 from composed_vi.composition import compose
 from composed_vi.errors import ConfigError, check_positive_float, check_positive_int, fail
+from composed_vi.world.masks import dilate
 
 BACKBONES = ("i2v", "cam2v", "sim2v")
 
@@ -41,15 +42,6 @@ def scene_example(config) -> dict:
 
   ex = dataset.render_example(jax.random.key(config.world.scene_seed), scene_config(config))
   return {k: np.asarray(v) for k, v in ex.items()}
-
-
-def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-  """Max-filter of a (T, H, W, 1) mask over a (2r+1)^2 spatial window."""
-  out = mask.copy()
-  for dy in range(-radius, radius + 1):
-    for dx in range(-radius, radius + 1):
-      out = np.maximum(out, np.roll(np.roll(mask, dy, axis=1), dx, axis=2))
-  return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +117,7 @@ def build_target(example: dict, backbones: dict, composition: Composition, fns=N
   ``{kind: model_fn}`` (reuse them across examples so that jitted samplers are not
   recompiled); ``context=False`` (or ``context_weight = 0``) leaves the context out.
   """
-  region = dilate(np.asarray(example["object_region"]), composition.object_dilation)
+  region = dilate(np.asarray(example["object_region"]), composition.object_dilation, axes=(1, 2))
   exps = []
   for name in BACKBONES:
     spec, params = backbones[name]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from composed_vi.world.masks import dilate
+
 
 def first_frame_l1(video, example) -> float:
   """Mean absolute error of frame 0 against the given first frame."""
@@ -72,26 +74,12 @@ def object_l1(video, example) -> float:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _dilate(mask: np.ndarray, margin: int) -> np.ndarray:
-  """Grows a boolean ``(..., H, W)`` mask by ``margin`` pixels (a ``(2m+1)^2`` square)."""
-  out = np.asarray(mask, bool)
-  for _ in range(int(margin)):
-    grown = out.copy()
-    grown[..., 1:, :] |= out[..., :-1, :]
-    grown[..., :-1, :] |= out[..., 1:, :]
-    rows = grown.copy()
-    grown[..., :, 1:] |= rows[..., :, :-1]
-    grown[..., :, :-1] |= rows[..., :, 1:]
-    out = grown
-  return out
-
-
 def static_background(example, margin: int = 1) -> np.ndarray:
   """``(T, H, W)`` bool: pixels whose centre ray hits the static scene (floor or wall, not the
   sky) and that are at least ``margin`` pixels away from every object (the anti-aliased RGB of
   a pixel next to an object mixes in the object's colour, and objects move)."""
   objects = np.asarray(example["object_region"])[..., 0] > 0.5
-  return (np.asarray(example["depth"]) > 0) & ~_dilate(objects, margin)
+  return (np.asarray(example["depth"]) > 0) & ~dilate(objects, margin)
 
 
 def _masked_l1(a, b, mask) -> float:

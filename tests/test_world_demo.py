@@ -12,6 +12,7 @@ import pytest
 from composed_vi import media, training, world_metrics
 from composed_vi import tiny_backbones as tb
 from composed_vi.errors import ConfigError
+from composed_vi.world.masks import dilate
 from configs import train_tiny
 
 
@@ -135,7 +136,7 @@ def test_build_target_context_is_the_static_background_and_the_first_frame(examp
   target = world_demo.build_target(example, backbones, composition)
   ctx = target.experts[-1]
   support = np.broadcast_to(np.asarray(ctx.support), example["video"].shape)
-  region = world_demo.dilate(example["object_region"], 1)
+  region = dilate(example["object_region"], 1, axes=(1, 2))
   np.testing.assert_array_equal(np.asarray(ctx.means[0][0]), example["first_frame"])
   assert np.all(support[0] == 1.0)  # the first frame is specified exactly, all of it
   later = np.broadcast_to(example["background_visibility"] * (1 - region),
@@ -174,7 +175,7 @@ def test_image_object_weight_gives_later_object_regions_to_the_simulation(exampl
   target = world_demo.build_target(example, backbones, composition)
   shape = example["video"].shape
   image = np.broadcast_to(np.asarray(target.weights[0]), shape)
-  region = np.broadcast_to(world_demo.dilate(example["object_region"], 1), shape) > 0
+  region = np.broadcast_to(dilate(example["object_region"], 1, axes=(1, 2)), shape) > 0
   assert np.all(image[0] == 1.0)  # the first frame stays the image backbone's control
   assert region[1:].any() and np.all(image[1:][region[1:]] == 0.25)
   assert np.all(image[1:][~region[1:]] == 1.0)
