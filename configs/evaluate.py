@@ -1,4 +1,4 @@
-"""The comparison of methods and ablations on the built-in world (composed_vi.evaluation).
+"""The comparison of methods and ablations on the built-in world (composed_vi.lab.evaluation).
 
   python -m experiments.evaluate --config=configs/evaluate.py --workdir=workdir/evaluate
   python -m experiments.evaluate --config=configs/evaluate.py:smoke --workdir=/tmp/eval
@@ -13,8 +13,8 @@ import dataclasses
 
 import ml_collections
 
-from composed_vi.evaluation import METHODS
-from composed_vi.world_demo import Composition
+from composed_vi.lab.evaluation import METHODS
+from composed_vi.world.demo import Composition
 from configs import world_demo
 
 
@@ -50,7 +50,7 @@ def get_config(arg=None):
   c.gallery_cases = 3
   # An earlier evaluation workdir whose rows are copied for the methods whose settings are
   # unchanged (each checked bit for bit on its first reuse_check_cases cases), so that
-  # changing Ctrl-VI does not rerun the baselines (composed_vi.evaluation.reuse_rows).
+  # changing Ctrl-VI does not rerun the baselines (composed_vi.lab.evaluation.reuse_rows).
   c.reuse_from = ""
   c.reuse_check_cases = 1
   c.world = ml_collections.ConfigDict(demo.world.to_dict())

@@ -1,6 +1,6 @@
 """Long videos (issue 6, deliverable 5): two or more segments chained with the previous
 segment's last frame and the 3D context, the camera panning right then back left to its start
-pose; measured: the background error when the camera returns (composed_vi.long_video).
+pose; measured: the background error when the camera returns (composed_vi.lab.long_video).
 
   python -m experiments.long_video --config=configs/long_video.py --workdir=workdir/long_video
   python -m experiments.long_video --config=configs/long_video.py:smoke --workdir=/tmp/long
@@ -14,7 +14,7 @@ import dataclasses
 
 import ml_collections
 
-from composed_vi.world_demo import Composition
+from composed_vi.world.demo import Composition
 from configs import common, world_demo
 
 
@@ -41,7 +41,7 @@ def get_config(arg=None):
   c.backbones = ml_collections.ConfigDict(dict(i2v="assets/backbones/i2v",
                                                cam2v="assets/backbones/cam2v",
                                                sim2v="assets/backbones/sim2v"))
-  # Composition (composed_vi.world_demo.Composition): the demo's.
+  # Composition (composed_vi.world.demo.Composition): the demo's.
   for field in dataclasses.fields(Composition):  # the demo's composition, every field
     c[field.name] = demo[field.name]
   c.bootstrap_resamples = 2000

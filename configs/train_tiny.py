@@ -1,4 +1,4 @@
-"""Flow-matching training of one tiny world backbone (see composed_vi/tiny_backbones.py).
+"""Flow-matching training of one tiny world backbone (see composed_vi/world/backbones.py).
 
   python -m experiments.train --config=configs/train_tiny.py:i2v --workdir=workdir/train/i2v
   python -m experiments.train --config=configs/train_tiny.py:sim2v,smoke --workdir=/tmp/t

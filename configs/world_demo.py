@@ -13,7 +13,7 @@ import dataclasses
 
 import ml_collections
 
-from composed_vi import world_demo
+from composed_vi.world import demo as world_demo
 from configs import common
 
 

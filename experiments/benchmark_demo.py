@@ -17,10 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from composed_vi import cli, world_demo
-from composed_vi import tiny_backbones as tb
+from composed_vi.lab import cli
 from composed_vi.samplers import ctrl_vi
 from composed_vi.sampling import build_options
+from composed_vi.world import backbones as tb
+from composed_vi.world import demo as world_demo
 from configs import world_demo as demo_config
 from experiments.timing import median_seconds
 

@@ -20,9 +20,9 @@ import ml_dtypes
 import numpy as np
 from absl import app, flags
 
+from composed_vi.models.wan import convert_transformer
+from composed_vi.models.wan import transformer as wan
 from experiments.timing import median_seconds
-from third_party.wan import convert_transformer
-from third_party.wan import transformer as wan
 
 _MODEL = flags.DEFINE_enum("model", "1.3b", ["1.3b", "14b", "tiny"], "Architecture.")
 _FRAMES = flags.DEFINE_integer("frames", 81, "Video frames (latent frames: 1 + (f - 1) / 4).")

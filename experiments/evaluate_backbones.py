@@ -1,11 +1,11 @@
-"""Each tiny world backbone alone against ground truth (composed_vi.backbone_study).
+"""Each tiny world backbone alone against ground truth (composed_vi.lab.backbone_study).
 
   python -m experiments.evaluate_backbones --workdir=workdir/backbones
 """
 
 from absl import flags
 
-from composed_vi import backbone_study, cli
+from composed_vi.lab import backbone_study, cli
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/backbones", "Output folder.")
 _ROOT = flags.DEFINE_string("backbones", "assets/backbones", "Folder of trained backbones.")

@@ -10,7 +10,8 @@ TPU pods and SLURM). User errors are reported in one line, without a traceback, 
 from absl import app, flags
 from ml_collections import config_flags
 
-from composed_vi import cli, distributed, exact_study, runner
+from composed_vi import distributed
+from composed_vi.lab import cli, exact_study, runner
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.",
                                           lock_config=True)

@@ -1,4 +1,4 @@
-"""Trains one tiny world backbone by flow matching (logic in composed_vi.training).
+"""Trains one tiny world backbone by flow matching (logic in composed_vi.lab.training).
 
   python -m experiments.train --config=configs/train_tiny.py:i2v --workdir=workdir/train/i2v
 """
@@ -6,7 +6,7 @@
 from absl import flags
 from ml_collections import config_flags
 
-from composed_vi import cli, training
+from composed_vi.lab import cli, training
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (resumed if it holds a run).",

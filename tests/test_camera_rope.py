@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from composed_vi import tiny_backbones as tb
 from composed_vi.errors import ConfigError
+from composed_vi.models.wan import transformer as wan
+from composed_vi.world import backbones as tb
 from composed_vi.world import controls, scene
 from composed_vi.world import dataset as world
-from third_party.wan import transformer as wan
 
 CFG = scene.SceneConfig(num_frames=4, height=16, width=16, antialias=1)
 TINY = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=5,

@@ -1,4 +1,4 @@
-"""The evaluation (composed_vi.evaluation): cases, statistics, the PoE reward, a resumed run."""
+"""The evaluation (composed_vi.lab.evaluation): cases, statistics, the PoE reward, a resumed run."""
 
 import json
 import os
@@ -9,12 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from composed_vi import evaluation as ev
-from composed_vi import evaluation_report as report
-from composed_vi import experts, world_demo
+from composed_vi import experts
 from composed_vi.composition import compose
 from composed_vi.errors import ConfigError
+from composed_vi.lab import evaluation as ev
+from composed_vi.lab import evaluation_report as report
+from composed_vi.lab import stats
 from composed_vi.sampling import sample
+from composed_vi.world import demo as world_demo
 from configs import evaluate as eval_config
 
 
@@ -45,18 +47,18 @@ def test_case_example_is_deterministic_and_has_its_camera_kind():
 
 
 def test_bootstrap_interval_known_answers():
-  mean, lo, hi = ev.bootstrap_interval([2.0] * 10)
+  mean, lo, hi = stats.bootstrap_interval([2.0] * 10)
   assert (mean, lo, hi) == (2.0, 2.0, 2.0)
   values = np.random.default_rng(0).normal(1.0, 1.0, 400)
-  mean, lo, hi = ev.bootstrap_interval(values)
+  mean, lo, hi = stats.bootstrap_interval(values)
   assert mean == pytest.approx(values.mean())
   half = 1.96 * values.std() / np.sqrt(values.size)  # the normal interval, for comparison
   assert lo < mean < hi
   assert (hi - lo) / 2 == pytest.approx(half, rel=0.15)
   # NaNs are dropped; all-NaN gives NaN; the same seed gives the same interval.
-  assert ev.bootstrap_interval([1.0, np.nan, 3.0])[0] == 2.0
-  assert np.isnan(ev.bootstrap_interval([np.nan])[0])
-  assert ev.bootstrap_interval(values, seed=3) == ev.bootstrap_interval(values, seed=3)
+  assert stats.bootstrap_interval([1.0, np.nan, 3.0])[0] == 2.0
+  assert np.isnan(stats.bootstrap_interval([np.nan])[0])
+  assert stats.bootstrap_interval(values, seed=3) == stats.bootstrap_interval(values, seed=3)
 
 
 def test_aggregate_paired_difference_and_verdict():
@@ -67,7 +69,7 @@ def test_aggregate_paired_difference_and_verdict():
     worse = dict(base, first_frame_l1=0.1 * i + 0.25, diversity=0.5)
     rows.append(dict(case=f"c{i}", method="average", seconds=2.0, includes_compile=i == 0,
                      **worse))
-  table = ev.aggregate(rows, ["ctrl_vi", "average"])
+  table = stats.aggregate(rows, ["ctrl_vi", "average"], ev.METRICS)
   e = table["average"]["first_frame_l1"]
   assert e["diff"] == pytest.approx(0.25)
   assert e["diff_low"] == pytest.approx(0.25) and e["diff_high"] == pytest.approx(0.25)
@@ -89,7 +91,7 @@ def test_markdown_prints_small_paired_differences():
     rows.append(dict(case=f"c{i}", method="ctrl_vi", seconds=1.0, **base))
     rows.append(dict(case=f"c{i}", method="average", seconds=1.0,
                      **dict(base, first_frame_l1=base["first_frame_l1"] - 0.0002)))
-  table = ev.aggregate(rows, ["ctrl_vi", "average"])
+  table = stats.aggregate(rows, ["ctrl_vi", "average"], ev.METRICS)
   methods = [ev.METHODS["ctrl_vi"], ev.METHODS["average"]]
   text = report.markdown(table, methods, "cmd", 6)
   line = [ln for ln in text.splitlines() if ln.startswith("| average |")][-1]
@@ -99,7 +101,7 @@ def test_markdown_prints_small_paired_differences():
   for r in rows:
     if r["method"] == "average":
       r["first_frame_l1"] += 0.0002 + 5e-6
-  table = ev.aggregate(rows, ["ctrl_vi", "average"])
+  table = stats.aggregate(rows, ["ctrl_vi", "average"], ev.METRICS)
   line = [ln for ln in report.markdown(table, methods, "cmd", 6).splitlines()
           if ln.startswith("| average |")][-1]
   assert "+5.0e-06 [+5.0e-06, +5.0e-06] worse" in line
@@ -336,7 +338,7 @@ def test_best_or_tied_per_metric():
       div = float("nan") if i == 0 else {"ctrl_vi": 0.3, "average": 0.2, "langevin": 0.25}[m]
       rows.append(dict(case=f"c{i}", method=m, first_frame_l1=v, diversity=div, seconds=1.0))
   rows.append(dict(case="c_extra", method="ctrl_vi", first_frame_l1=9.0, diversity=0.3))
-  best = ev.best_or_tied(rows, ["ctrl_vi", "average", "langevin"])
+  best = stats.best_or_tied(rows, ["ctrl_vi", "average", "langevin"], ev.METRICS)
   # average alternates +-0.002 around ctrl_vi: tied; langevin is 0.05 worse on every case.
   assert best["first_frame_l1"]["best"] in ("ctrl_vi", "average")
   assert set(best["first_frame_l1"]["tied"]) == {"ctrl_vi", "average"} - {
@@ -346,5 +348,5 @@ def test_best_or_tied_per_metric():
   assert best["diversity"] == dict(best="ctrl_vi", tied=[], cases=11)
   assert "seconds" not in best and "track_error_px" not in best
   methods = [ev.METHODS[n] for n in ("ctrl_vi", "average", "langevin")]
-  text = report.markdown(ev.aggregate(rows, methods), methods, "cmd", 12, best)
+  text = report.markdown(stats.aggregate(rows, methods, ev.METRICS), methods, "cmd", 12, best)
   assert "- diversity (unspecified): `ctrl_vi`; tied: none" in text

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from composed_vi import exact_study
+from composed_vi.lab import exact_study
 from configs import exact_targets
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import composed_vi as cvi
-from composed_vi import gmm, metrics, toys
+from composed_vi import gmm, metrics
+from composed_vi.lab import toys
 
 
 def _mmd_ratio(method, seeds=3, n=512):

@@ -1,4 +1,4 @@
-"""Long videos (composed_vi.long_video): the long ground-truth path, the per-segment controls,
+"""Long videos (composed_vi.lab.long_video): the long ground-truth path, the per-segment controls,
 chaining, the background-error metric, and the smoke config end to end."""
 
 import dataclasses
@@ -12,10 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from composed_vi import long_video as lv
-from composed_vi import tiny_backbones as tb
-from composed_vi import world_demo
+from composed_vi.lab import long_video as lv
+from composed_vi.world import backbones as tb
 from composed_vi.world import controls
+from composed_vi.world import demo as world_demo
 from composed_vi.world import scene as sl
 from configs import long_video as long_config
 
@@ -75,7 +75,7 @@ def test_ground_truth_background_returns():
   gt = lv.long_ground_truth(jax.random.key(SEED), config, PATH)
   last = lv.segment_example(gt, PATH.num_segments - 1, PATH)
   mask = lv.background_mask(last)[-1]
-  from composed_vi import world_metrics as wm
+  from composed_vi.world import metrics as wm
 
   first = wm.static_background({"depth": gt["depth"][:1], "object_region":
                                 gt["object_region"][:1]})[0]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from composed_vi import media
 from composed_vi.errors import ConfigError
+from composed_vi.lab import media
 
 # subprocess (ffmpeg, Chromium) forks and execs at once, which JAX's fork warning does not know.
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")

@@ -10,8 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-from composed_vi import distributed, runner
+from composed_vi import distributed
 from composed_vi.errors import ConfigError
+from composed_vi.lab import runner
 from configs import gmm_product
 
 

@@ -13,9 +13,9 @@ diffusers = pytest.importorskip("diffusers")
 
 import launcher_util as lu  # noqa: E402
 
-from composed_vi.backbones import wan  # noqa: E402
 from composed_vi.errors import ConfigError  # noqa: E402
-from third_party.wan import from_diffusers  # noqa: E402
+from composed_vi.models import wan_expert as wan  # noqa: E402
+from composed_vi.models.wan import from_diffusers  # noqa: E402
 
 TINY = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4,
             out_channels=4, text_dim=16, freq_dim=16, ffn_dim=32, num_layers=2,

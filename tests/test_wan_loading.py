@@ -39,7 +39,7 @@ _LOAD_NO_TORCH = textwrap.dedent("""
     import sys
     sys.modules["torch"] = None  # any torch import now fails
     import jax.numpy as jnp, numpy as np
-    from third_party.wan import loading
+    from composed_vi.models.wan import loading
     folder, inputs, out, dtype = sys.argv[1:5]
     dtype = None if dtype == "keep" else np.float32
     m = loading.load_transformer(folder, dtype=dtype, compute_dtype=jnp.float32)
@@ -85,7 +85,7 @@ def test_transformer_folder_loads_without_torch(tmp_path, torch_dtype, load_dtyp
 
 
 def test_bf16_tensors_are_memory_mapped(tmp_path):
-  from third_party.wan import safetensors_io
+  from composed_vi.models.wan import safetensors_io
 
   model = perturb(diffusers.WanTransformer3DModel(**TINY)).to(torch.bfloat16)
   model.save_pretrained(tmp_path, safe_serialization=True)
@@ -98,7 +98,7 @@ def test_bf16_tensors_are_memory_mapped(tmp_path):
 
 
 def test_vae_folder_loads(tmp_path):
-  from third_party.wan import loading
+  from composed_vi.models.wan import loading
 
   vae = perturb(diffusers.AutoencoderKLWan(
       base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
@@ -113,7 +113,7 @@ def test_vae_folder_loads(tmp_path):
 
 
 def test_bad_folders_are_refused(tmp_path):
-  from third_party.wan import loading, safetensors_io
+  from composed_vi.models.wan import loading, safetensors_io
 
   with pytest.raises(safetensors_io.CheckpointError, match="does not exist"):
     loading.load_transformer(str(tmp_path / "missing"))
@@ -134,8 +134,8 @@ def test_bad_folders_are_refused(tmp_path):
 def test_sharding_rules_and_memory_estimate():
   import jax
 
-  from third_party.wan import sharding
-  from third_party.wan import transformer as wan
+  from composed_vi.models.wan import sharding
+  from composed_vi.models.wan import transformer as wan
 
   shapes = wan.param_shapes(wan.WanConfig(**{**TINY, "patch_size": (1, 2, 2)}))
 
@@ -160,7 +160,7 @@ _SHARDED = textwrap.dedent("""
     import sys
     import jax, jax.numpy as jnp, numpy as np
     from composed_vi import distributed
-    from third_party.wan import loading
+    from composed_vi.models.wan import loading
     folder = sys.argv[1]
     mesh = distributed.make_mesh("data:2,model:4")
     plain = loading.load_transformer(folder, dtype=np.float32, compute_dtype=jnp.float32)

@@ -13,8 +13,8 @@ from flax import nnx
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
-from third_party.wan import convert_transformer, from_diffusers  # noqa: E402
-from third_party.wan import transformer as wan  # noqa: E402
+from composed_vi.models.wan import convert_transformer, from_diffusers  # noqa: E402
+from composed_vi.models.wan import transformer as wan  # noqa: E402
 
 # XLA's backend optimisations dominate CPU compile time at these sizes; numerics are unaffected.
 FAST = {"xla_backend_optimization_level": 0}

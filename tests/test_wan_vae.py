@@ -13,8 +13,8 @@ import pytest
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
-from third_party.wan import convert_vae, from_diffusers  # noqa: E402
-from third_party.wan.vae import (  # noqa: E402
+from composed_vi.models.wan import convert_vae, from_diffusers  # noqa: E402
+from composed_vi.models.wan.vae import (  # noqa: E402
     WanVAE,
     WanVAEConfig,
     denormalize_latents,
@@ -169,7 +169,7 @@ def test_latent_normalisation_matches_pipeline():
 
 
 def test_package_dispatch(wan21):
-  """``third_party.wan.from_diffusers`` routes the VAE here, with the same parameters."""
+  """``composed_vi.models.wan.from_diffusers`` routes the VAE here, with the same parameters."""
   module, _, params = wan21
   vae, converted = from_diffusers(module)
   assert isinstance(vae, WanVAE) and vae.config == convert_vae.config_from_diffusers(module.config)

@@ -9,9 +9,10 @@ import launcher_util as lu
 import numpy as np
 import pytest
 
-from composed_vi import media, training, world_metrics
-from composed_vi import tiny_backbones as tb
 from composed_vi.errors import ConfigError
+from composed_vi.lab import media, training
+from composed_vi.world import backbones as tb
+from composed_vi.world import metrics as world_metrics
 from composed_vi.world.masks import dilate
 from configs import train_tiny
 
@@ -128,7 +129,7 @@ def test_training_config_errors_name_the_field(tmp_path):
 
 
 def test_build_target_context_is_the_static_background_and_the_first_frame(example):
-  from composed_vi import world_demo
+  from composed_vi.world import demo as world_demo
 
   backbones = {k: (tb.TinySpec(kind=k, vocab_size=64), None) for k in world_demo.BACKBONES}
   backbones = {k: (s, tb.init_params(s, seed=0)) for k, (s, _) in backbones.items()}
@@ -165,7 +166,7 @@ def test_build_target_context_is_the_static_background_and_the_first_frame(examp
 
 
 def test_image_object_weight_gives_later_object_regions_to_the_simulation(example):
-  from composed_vi import world_demo
+  from composed_vi.world import demo as world_demo
 
   backbones = {k: tb.TinySpec(kind=k, vocab_size=64) for k in world_demo.BACKBONES}
   backbones = {k: (s, tb.init_params(s, seed=0)) for k, s in backbones.items()}

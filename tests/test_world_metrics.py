@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from composed_vi import world_metrics as wm
+from composed_vi.world import metrics as wm
 
 
 def _example(kind: str) -> dict:

@@ -19,11 +19,11 @@ def from_diffusers(module):
   """
   name = type(module).__name__
   if name in ("WanTransformer3DModel", "WanVACETransformer3DModel"):
-    from third_party.wan import convert_transformer
+    from composed_vi.models.wan import convert_transformer
 
     return convert_transformer.from_diffusers(module)
   if name == "AutoencoderKLWan":
-    from third_party.wan import convert_vae
+    from composed_vi.models.wan import convert_vae
 
     return convert_vae.from_diffusers(module)
   raise TypeError(

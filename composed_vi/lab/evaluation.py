@@ -6,7 +6,7 @@ light), a camera path of a given kind from a start pose, and an object simulatio
 (``configs/evaluate.py``): the ``dev`` split is where the demo's defaults were chosen, the
 ``test`` split is held out. Every method samples ``N`` particles per case from the same key
 (common random numbers, so differences between methods are paired), and every particle is
-scored by :func:`composed_vi.world_metrics.all_metrics` against the scene's ground truth.
+scored by :func:`composed_vi.world.metrics.all_metrics` against the scene's ground truth.
 
 Methods (:data:`METHODS`):
 
@@ -32,8 +32,8 @@ The score-following samplers (Ctrl-VI, Langevin, PoE-SMC) share ``config.precond
 of ``eta t^2 / W`` per pixel (:func:`composed_vi.samplers.base.step_sizes`).
 
 :func:`run` writes one row per (case, method) to ``results.jsonl`` as it goes (a rerun resumes
-after the last finished row); :func:`aggregate` gives the mean and a 95% bootstrap interval
-over cases per method and metric, and the paired difference to Ctrl-VI.
+after the last finished row); :func:`composed_vi.lab.stats.aggregate` gives the mean and a 95%
+bootstrap interval over cases per method and metric, and the paired difference to Ctrl-VI.
 """
 
 from __future__ import annotations
@@ -51,12 +51,14 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from composed_vi import io, runner, world_demo
-from composed_vi import tiny_backbones as tb
+from composed_vi import io
 from composed_vi.composition import compose
 from composed_vi.errors import ConfigError, check_choice, check_positive_int, fail
+from composed_vi.lab import runner
 from composed_vi.samplers import smc
 from composed_vi.sampling import sample
+from composed_vi.world import backbones as tb
+from composed_vi.world import demo as world_demo
 
 KINDS = ("t2v", "i2v", "cam2v", "sim2v")
 
@@ -321,7 +323,7 @@ def _sample_row(sampler, method: Method, case: Case, ci: int, example: dict, key
   """Samples ``method`` on one case and scores it: its ``results.jsonl`` row (the first call of
   a method in a process, tracked in ``compiled``, includes its compilation); the samples of a
   ``gallery`` case are written beside."""
-  from composed_vi import world_metrics as wm
+  from composed_vi.world import metrics as wm
 
   t0 = time.perf_counter()
   samples = sampler(method, example, key)
@@ -445,100 +447,6 @@ def run(config, workdir: str) -> dict:
                    case.name, method.name, row["seconds"], row["first_frame_l1"],
                    row["track_error_px"], row["camera_background_error"],
                    row["diversity"], left, elapsed)
-  from composed_vi import evaluation_report
+  from composed_vi.lab import evaluation_report
 
   return evaluation_report.write(workdir, config, case_list, methods, rows, scene_config)
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def bootstrap_interval(values, num_resamples: int = 2000, seed: int = 0, level: float = 0.95):
-  """``(mean, low, high)`` of ``values`` (NaNs dropped) with a percentile bootstrap interval.
-
-  Deterministic for a given ``seed``; ``(nan, nan, nan)`` for no finite value.
-  """
-  v = np.asarray(values, np.float64)
-  v = v[np.isfinite(v)]
-  if v.size == 0:
-    return float("nan"), float("nan"), float("nan")
-  rng = np.random.default_rng(seed)
-  means = v[rng.integers(0, v.size, (num_resamples, v.size))].mean(axis=1)
-  a = (1 - level) / 2
-  return float(v.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
-
-
-def _value(row: dict, metric: str) -> float:
-  """A row's metric; ``seconds`` of a row that includes compilation counts as missing."""
-  if metric == "seconds" and row.get("includes_compile"):
-    return float("nan")
-  return float(row.get(metric, float("nan")))
-
-
-def _by_method(rows: list[dict]) -> dict:
-  """``{method: {case: row}}``."""
-  by = {}
-  for r in rows:
-    by.setdefault(r["method"], {})[r["case"]] = r
-  return by
-
-
-def aggregate(rows: list[dict], methods, metrics=METRICS, reference: str = "ctrl_vi",
-              num_resamples: int = 2000, seed: int = 0) -> dict:
-  """Per method and metric: ``mean``, 95% ``low``/``high`` over cases, ``n`` (finite cases),
-  and ``diff``/``diff_low``/``diff_high``: the paired difference ``method - reference`` over
-  the cases both have (only when ``reference`` was run)."""
-  by = _by_method(rows)
-  out = {}
-  for m in methods:
-    name = m if isinstance(m, str) else m.name
-    per_case = by.get(name, {})
-    out[name] = {}
-    for metric, _, _ in metrics:
-      vals = [_value(per_case[c], metric) for c in sorted(per_case)]
-      mean, lo, hi = bootstrap_interval(vals, num_resamples, seed)
-      entry = dict(mean=mean, low=lo, high=hi,
-                   n=int(np.sum(np.isfinite(np.asarray(vals, np.float64)))))
-      ref = by.get(reference, {})
-      common = sorted(set(per_case) & set(ref))
-      if name != reference and common:
-        d = [_value(per_case[c], metric) - _value(ref[c], metric) for c in common]
-        entry["diff"], entry["diff_low"], entry["diff_high"] = bootstrap_interval(
-            d, num_resamples, seed)
-      out[name][metric] = entry
-  return out
-
-
-def best_or_tied(rows: list[dict], methods, metrics=METRICS, num_resamples: int = 2000,
-                 seed: int = 0) -> dict:
-  """Per metric (``seconds`` aside): the method with the best mean over the cases every
-  method has, and those tied with it (the 95% bootstrap interval of the paired difference to
-  the best holds 0). ``{metric: {"best": name, "tied": [names], "cases": n}}``, over the cases
-  where every method's value is finite (diversity is undefined on static-camera cases);
-  methods with no finite value on a metric are left out of it."""
-  names = [m if isinstance(m, str) else m.name for m in methods]
-  by = _by_method(rows)
-  common = sorted(set.intersection(*[set(by.get(n, {})) for n in names])) if names else []
-  out = {}
-  for metric, better, _ in metrics:
-    if metric == "seconds" or not common:
-      continue
-    values = {n: np.array([_value(by[n][c], metric) for c in common]) for n in names}
-    keep = [n for n in names if np.isfinite(values[n]).any()]
-    if not keep:
-      continue
-    finite = np.all([np.isfinite(values[n]) for n in keep], axis=0)
-    if not finite.any():
-      continue
-    values = {n: values[n][finite] for n in keep}  # cases where the metric is defined
-    sign = 1.0 if better == "lower" else -1.0
-    best = min(keep, key=lambda n: sign * float(values[n].mean()))
-    tied = []
-    for n in keep:
-      if n == best:
-        continue
-      _, lo, hi = bootstrap_interval(values[n] - values[best], num_resamples, seed)
-      if lo <= 0 <= hi:
-        tied.append(n)
-    out[metric] = dict(best=best, tied=tied, cases=int(finite.sum()))
-  return out

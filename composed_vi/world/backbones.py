@@ -28,9 +28,9 @@ import numpy as np
 from flax import nnx
 
 from composed_vi import io
-from composed_vi.backbones import wan as wan_expert
 from composed_vi.errors import check_choice, fail
-from third_party.wan import transformer as wan
+from composed_vi.models import wan_expert
+from composed_vi.models.wan import transformer as wan
 
 KINDS = ("t2v", "i2v", "sim2v", "cam2v")
 _CONDITION_CHANNELS = {"t2v": 0, "i2v": 4, "sim2v": 4, "cam2v": 6}
@@ -50,7 +50,7 @@ class TinySpec:
   text_dim: int = 32
   vocab_size: int = 64
   text_seed: int = 1234  # the frozen "text encoder" table
-  # What the network predicts (composed_vi.backbones.wan.PREDICTIONS). With 48 features per
+  # What the network predicts (composed_vi.models.wan_expert.PREDICTIONS). With 48 features per
   # token of 96 patch values the network cannot carry per-pixel detail, so the choice decides
   # how it fails (measured on i2v, ODE samples): "velocity" and the EDM-style "x0_precond" must
   # output the noise near t = 0 and their samples stayed noisy (x0_precond, 1200 steps:
@@ -162,7 +162,7 @@ def load(folder: str) -> tuple[TinySpec, nnx.State]:
 
 def expert(spec: TinySpec, params, example: dict, *, guidance_scale: float = 1.0,
            support=None, fn=None):
-  """A :class:`composed_vi.backbones.wan.WanExpert` conditioned on one world example."""
+  """A :class:`composed_vi.models.wan_expert.WanExpert` conditioned on one world example."""
   shape = tuple(example["video"].shape)
   tokens = example["caption_tokens"]
   negative = np.zeros_like(np.asarray(tokens)) if guidance_scale != 1.0 else None

@@ -32,9 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from composed_vi import cli, distributed, gmm, io, problems
-from composed_vi.checkpoint import SamplerCheckpoints
+from composed_vi import distributed, gmm, io
 from composed_vi.errors import ConfigError, check_choice, check_positive_int, fail
+from composed_vi.lab import cli, problems
+from composed_vi.lab.checkpoint import SamplerCheckpoints
 from composed_vi.samplers import METHODS
 from composed_vi.sampling import build_options
 

@@ -1,7 +1,7 @@
 """Flow-matching training of the tiny world backbones (``experiments/train.py``).
 
 The data set is rendered once from the world (``config.data``: a seed and a number of
-examples), the model is the tiny Wan DiT of :mod:`composed_vi.tiny_backbones`, the loss is the
+examples), the model is the tiny Wan DiT of :mod:`composed_vi.world.backbones`, the loss is the
 rectified-flow regression of ``x0`` (``spec.prediction = "x0"``; the expert turns it into the
 velocity ``(x_t - x0) / t``), of the preconditioned ``x0`` (``"x0_precond"``: the unit-variance
 target ``(x0 - c_skip x_t) / c_out`` of :func:`composed_vi.paths.preconditioning`) or of the
@@ -25,10 +25,11 @@ import numpy as np
 import optax
 from absl import logging
 
-from composed_vi import io, paths, runner
-from composed_vi import tiny_backbones as tb
-from composed_vi.checkpoint import Checkpoints
+from composed_vi import io, paths
 from composed_vi.errors import check_choice, check_positive_float, check_positive_int
+from composed_vi.lab import runner
+from composed_vi.lab.checkpoint import Checkpoints
+from composed_vi.world import backbones as tb
 
 
 def spec_from_config(config) -> tb.TinySpec:
@@ -71,7 +72,7 @@ def validate(config):
     check_positive_int(name, config[name])
   check_positive_int("data.num_examples", config.data.num_examples)
   check_positive_float("learning_rate", config.learning_rate)
-  from composed_vi.backbones.wan import PREDICTIONS
+  from composed_vi.models.wan_expert import PREDICTIONS
 
   check_choice("model.prediction", config.model.prediction, PREDICTIONS)
   check_positive_float("model.sigma_data", config.model.sigma_data)

@@ -7,7 +7,7 @@ composed with the context expert (the first frame lifted to 3D and re-rendered a
 path, with its visibility), with masks: the simulation backbone has its say on the object region
 (dilated), the camera backbone on the background, the image backbone everywhere.
 
-``build(config, mesh)`` returns the :class:`composed_vi.problems.Problem` that the launcher
+``build(config, mesh)`` returns the :class:`composed_vi.lab.problems.Problem` that the launcher
 samples; its ``report`` writes per-particle MP4 and GIF, the inputs visualised (camera path
 plot, simulation render), a contact sheet and ``index.html`` next to ``samples.npz``.
 """
@@ -20,10 +20,11 @@ import os
 import jax
 import numpy as np
 
-from composed_vi import experts, io, media
-from composed_vi import tiny_backbones as tb
+from composed_vi import experts, io
 from composed_vi.composition import compose
 from composed_vi.errors import ConfigError, check_positive_float, check_positive_int, fail
+from composed_vi.lab import media
+from composed_vi.world import backbones as tb
 from composed_vi.world.masks import dilate
 
 BACKBONES = ("i2v", "cam2v", "sim2v")
@@ -153,7 +154,7 @@ def build_target(example: dict, backbones: dict, composition: Composition, fns=N
 
 
 def build(config, mesh=None):
-  from composed_vi.problems import Problem
+  from composed_vi.lab.problems import Problem
 
   composition = Composition.from_config(config).validate()
   backbones = load_backbones(config.backbones)
@@ -218,7 +219,7 @@ def report(config, example: dict, samples: np.ndarray, workdir: str) -> dict:
 
 def evaluate(example: dict, samples: np.ndarray) -> dict:
   """Per-particle control errors against the scene's ground truth (means over particles)."""
-  from composed_vi import world_metrics as wm
+  from composed_vi.world import metrics as wm
 
   video = example["video"]
   # Background seen in the first frame (the 3D cache), outside every object.

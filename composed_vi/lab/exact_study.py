@@ -15,8 +15,9 @@ import jax
 import numpy as np
 from absl import logging
 
-from composed_vi import gmm, io, metrics, toys
+from composed_vi import gmm, io, metrics
 from composed_vi.composition import compose
+from composed_vi.lab import toys
 from composed_vi.sampling import sample
 
 

@@ -19,9 +19,9 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding
 
-from third_party.wan import convert_transformer, convert_vae, safetensors_io, sharding
-from third_party.wan import transformer as wan
-from third_party.wan import vae as wan_vae
+from composed_vi.models.wan import convert_transformer, convert_vae, safetensors_io, sharding
+from composed_vi.models.wan import transformer as wan
+from composed_vi.models.wan import vae as wan_vae
 
 TRANSFORMER_CLASSES = ("WanTransformer3DModel", "WanVACETransformer3DModel")
 VAE_CLASSES = ("AutoencoderKLWan",)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from third_party.wan import transformer as wan
+from composed_vi.models.wan import transformer as wan
 
 Path = tuple[Any, ...]
 

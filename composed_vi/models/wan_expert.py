@@ -46,7 +46,7 @@ class WanExpert(Expert):
     control_scale: VACE's per-layer scale (scalar).
     params_low: the low-noise transformer of Wan2.2 A14B (used for ``t < boundary``).
     model_fn: ``fn(params, x, t, context, context_image, control, control_scale)``,
-      channels-last (``third_party.wan.transformer.make_model_fn``).
+      channels-last (``composed_vi.models.wan.transformer.make_model_fn``).
     model_fn_low: the low-noise transformer's function (defaults to ``model_fn``).
     event_shape: the latent shape ``(F, H, W, C)``.
     guidance_scale: CFG scale (1: no guidance, one forward).

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from composed_vi import gmm, toys
+from composed_vi import gmm
 from composed_vi.composition import ComposedTarget, compose
 from composed_vi.errors import check_finite, check_positive_float, check_positive_int, fail
 from composed_vi.experts import GaussianMixture
+from composed_vi.lab import toys
 
 
 @dataclasses.dataclass
@@ -69,7 +70,7 @@ def gmm_product(config, mesh=None) -> Problem:
   """Ctrl-VI's exact testbed: a weighted product of Gaussian mixtures (``config.problem``).
 
   Fields: ``dim``, ``separation``, ``std`` (two stripe mixtures whose product has four modes,
-  :func:`composed_vi.toys.four_modes`), or ``means_file`` (an ``.npz`` of ``means_i``,
+  :func:`composed_vi.lab.toys.four_modes`), or ``means_file`` (an ``.npz`` of ``means_i``,
   ``stds_i``, ``weights_i``); ``expert_weights`` (one scalar per expert) and ``mask_file`` (an
   ``.npy`` mask broadcastable to the latent shape, weighting expert ``mask_expert``).
   """
@@ -120,14 +121,14 @@ def _compose_named(mixtures, weights) -> ComposedTarget:
 
 def wan_compose(config, mesh=None) -> Problem:
   """Wan-family backbones composed (``config.backbones``); see ``configs/wan_compose.py``."""
-  from composed_vi.backbones import wan_problem
+  from composed_vi.lab import wan_problem
 
   return wan_problem.build(config, mesh)
 
 
 def world_demo(config, mesh=None) -> Problem:
   """The built-in demo: tiny world backbones composed (``configs/world_demo.py``)."""
-  from composed_vi import world_demo as demo
+  from composed_vi.world import demo
 
   return demo.build(config, mesh)
 

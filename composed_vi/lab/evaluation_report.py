@@ -7,7 +7,7 @@ Files written to the workdir (atomically):
   methods and the command that reproduces it;
 - ``table.md``: the same as a markdown table (``mean [low, high]``), a paired table of
   differences to Ctrl-VI marked better / worse / tied (interval containing 0), and per metric
-  the best method with those tied with it (:func:`composed_vi.evaluation.best_or_tied`);
+  the best method with those tied with it (:func:`composed_vi.lab.stats.best_or_tied`);
 - ``metrics.png``: one panel per metric, a bar per method with its interval;
 - ``gallery/index.html``: for the first ``gallery_cases`` cases, the inputs, the ground truth and
   every method's particles side by side (one GIF per method, particles left to right).
@@ -19,8 +19,9 @@ import os
 
 import numpy as np
 
-from composed_vi import evaluation as ev
-from composed_vi import io, media
+from composed_vi import io
+from composed_vi.lab import evaluation as ev
+from composed_vi.lab import media, stats
 
 
 def _digits(metric: str) -> int:
@@ -187,8 +188,8 @@ def write(workdir: str, config, case_list, methods, rows, scene_config) -> dict:
   """Writes ``table.json``, ``table.md``, ``metrics.png`` and the gallery; returns the table."""
   names = {c.name for c in case_list}
   rows = [r for r in rows if r["case"] in names and r["method"] in {m.name for m in methods}]
-  table = ev.aggregate(rows, methods)
-  best = ev.best_or_tied(rows, methods)
+  table = stats.aggregate(rows, methods, ev.METRICS)
+  best = stats.best_or_tied(rows, methods, ev.METRICS)
   variant = f":{config.variant}" if config.get("variant") else ""
   split = f" --config.split={config.split}" if config.split != "test" else ""
   command = (f"python -m experiments.evaluate --config=configs/evaluate.py{variant} "

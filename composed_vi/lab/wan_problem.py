@@ -14,9 +14,9 @@ import os
 import jax.numpy as jnp
 import numpy as np
 
-from composed_vi.backbones import wan
 from composed_vi.composition import compose
 from composed_vi.errors import ConfigError, check_positive_float, fail
+from composed_vi.models import wan_expert as wan
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -32,8 +32,8 @@ def _folder(field: str, path: str) -> str:
 
 
 def build(config, mesh=None):
-  from composed_vi.problems import Problem
-  from third_party.wan import loading
+  from composed_vi.lab.problems import Problem
+  from composed_vi.models.wan import loading
 
   if config.compute_dtype not in _DTYPES:
     fail("compute_dtype", f"one of {sorted(_DTYPES)}", config.compute_dtype)
@@ -93,7 +93,7 @@ def build(config, mesh=None):
     vae_config = vae.config
 
     def decode(latents):
-      from third_party.wan.vae import denormalize_latents
+      from composed_vi.models.wan.vae import denormalize_latents
 
       z = denormalize_latents(jnp.asarray(latents), vae_config) if config.normalized_latents \
           else jnp.asarray(latents)

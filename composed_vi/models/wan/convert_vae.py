@@ -1,4 +1,4 @@
-"""diffusers ``AutoencoderKLWan`` weights -> our :class:`~third_party.wan.vae.AutoencoderKLWan`.
+"""diffusers ``AutoencoderKLWan`` weights -> our :class:`~composed_vi.models.wan.vae.WanVAE`.
 
 The key table is derived from ``nnx.eval_shape`` of our model, whose modules carry diffusers'
 names, so every one of our parameters has exactly one diffusers key. Conversion then checks the
@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from third_party.wan.vae import WanVAE, WanVAEConfig
+from composed_vi.models.wan.vae import WanVAE, WanVAEConfig
 
 _TO_OURS = {  # diffusers layout -> ours, as a numpy transpose
     "conv3d": (2, 3, 4, 1, 0),
@@ -134,7 +134,7 @@ def convert_state_dict(config: WanVAEConfig, state_dict: Mapping[str, Any]) -> n
 def from_diffusers(module, compiler_options=None) -> tuple[WanVAE, nnx.State]:
   """A diffusers ``AutoencoderKLWan`` (in memory) -> ``(WanVAE, params)`` in float32.
 
-  ``compiler_options``: passed to :class:`~third_party.wan.vae.WanVAE`."""
+  ``compiler_options``: passed to :class:`~composed_vi.models.wan.vae.WanVAE`."""
   config = config_from_diffusers(module.config)
   state_dict = {k: v.detach().cpu().float().numpy() for k, v in module.state_dict().items()}
   return WanVAE(config, compiler_options), convert_state_dict(config, state_dict)

@@ -3,7 +3,7 @@
 For held-out scenes (seeds the training data never used) every backbone samples videos from
 its own control alone (the ``ode`` sampler: velocity Euler steps), and the study measures the
 first-frame error, the object track error in pixels, the background and object errors, and
-camera following (:func:`composed_vi.world_metrics.camera_following`: moving-camera scenes
+camera following (:func:`composed_vi.world.metrics.camera_following`: moving-camera scenes
 only). A backbone follows its control when its error on that control is far below the
 text-only backbone's (for the camera: its score far above the text-only backbone's, which
 is about 0).
@@ -16,9 +16,10 @@ import os
 import jax
 import numpy as np
 
-from composed_vi import io, world_metrics
-from composed_vi import tiny_backbones as tb
+from composed_vi import io
 from composed_vi.sampling import sample
+from composed_vi.world import backbones as tb
+from composed_vi.world import metrics as world_metrics
 
 METRICS = ("first_frame_l1", "track_error_px", "background_l1", "object_l1", "camera_following")
 

@@ -42,8 +42,8 @@ are chained and measured.
 
 Metric (:func:`video_metrics`): L1 (RGB units of [-1, 1]) against the ground-truth video on the
 static background that the original first frame saw (its background lifted along the path,
-``background_visibility``, and :func:`composed_vi.world_metrics.static_background`), per segment
-(frames ``1..T-1`` of each segment, as :func:`composed_vi.world_metrics.camera_background_error`)
+``background_visibility``, and :func:`composed_vi.world.metrics.static_background`), per segment
+(frames ``1..T-1`` of each segment, as :func:`composed_vi.world.metrics.camera_background_error`)
 and on the last ``return_frames`` frames of the last segment (the camera back near the start
 pose; ``final_frame_error``: the last frame alone, at the start pose).
 
@@ -62,16 +62,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from composed_vi import io, media, world_demo
-from composed_vi import tiny_backbones as tb
+from composed_vi import io
 from composed_vi.errors import (
   check_choice,
   check_positive_float,
   check_positive_int,
   fail,
 )
-from composed_vi.evaluation import bootstrap_interval
 from composed_vi.experts import Expert
+from composed_vi.lab import media
+from composed_vi.lab.stats import bootstrap_interval
+from composed_vi.world import backbones as tb
+from composed_vi.world import demo as world_demo
 
 VARIANTS = ("context", "last_frame_only", "context_from_last")
 PLUCKER_FRAMES = ("segment", "world")
@@ -403,7 +405,7 @@ def ctrl_vi_sampler(num_particles: int, method: str = "ctrl_vi", **options) -> C
 def background_mask(example: dict, margin: int = 1) -> np.ndarray:
   """``(T, H, W)`` bool: static background (no object within ``margin`` pixels, not the sky)
   that the original first frame saw (``background_visibility``)."""
-  from composed_vi import world_metrics as wm
+  from composed_vi.world import metrics as wm
 
   return (np.asarray(example["background_visibility"])[..., 0] > 0.5) & wm.static_background(
       example, margin)

@@ -1,1 +1,0 @@
-"""Pretrained backbones as experts of the engine (Wan family: :mod:`composed_vi.backbones.wan`)."""

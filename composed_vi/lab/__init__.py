@@ -1,0 +1,1 @@
+"""The experiment layer: launcher, checkpoints, problems, studies, evaluation, media."""

@@ -1,1 +1,0 @@
-"""Ported third-party architectures (see third_party/README.md for credits and licences)."""
