@@ -1,13 +1,21 @@
-"""``cvi.sample``: one entry point for every method."""
+"""``cvi.sample`` and the one level-loop driver that it and the launcher share.
+
+:func:`driver` compiles a method's ``init``, its level loop and the final ``x0_hat`` once per
+(method, options, number of particles, mesh): this is the only place that constrains the
+particles' sharding and donates their buffers. ``cvi.sample`` runs every level in one call;
+the launcher (:mod:`composed_vi.lab.runner`) runs them one level at a time, with checkpoints
+between calls, through the same compiled functions.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any, Callable, NamedTuple
 
 import jax
 
-from composed_vi import distributed
+from composed_vi import distributed, samplers
 from composed_vi.composition import ComposedTarget, check_weight, compose
 from composed_vi.errors import check_choice, check_positive_int, fail
 from composed_vi.experts import Expert
@@ -37,20 +45,104 @@ def with_context(target: ComposedTarget, context: Expert | None, weight=1.0) -> 
                         repulsion_mask=target.repulsion_mask, pinned_mask=target.pinned_mask)
 
 
-@functools.partial(jax.jit, static_argnames=("num_particles", "method", "options", "mesh"))
-def _sample(key, target, num_particles, method, options, mesh=None):
-  module, _ = METHODS[method]
-  levels = options.schedule()
-  state = module.init(key, target, num_particles, options)
+# ------------------------------------------------------------------------------- the driver
+
+_STATIC = ("method", "options", "mesh")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC + ("num_particles",))
+def _init(key, target, *, method, options, mesh, num_particles):
+  state = samplers.make(method, options, mesh).init(key, target, num_particles)
+  return state._replace(particles=distributed.constrain_particles(state.particles, mesh))
+
+
+def _advance(state, target, *, method, options, mesh, num_levels):
+  sampler = samplers.make(method, options, mesh)
 
   def step(s):
-    s, info = module.step(s, target, levels, options, mesh=mesh)
+    s, info = sampler.step(s, target)
     return s._replace(particles=distributed.constrain_particles(s.particles, mesh)), info
 
-  state = state._replace(particles=distributed.constrain_particles(state.particles, mesh))
-  state, info = base.run_levels(step, state, levels.shape[0])
-  x0 = distributed.constrain_particles(target.x0(state.particles, levels[-1]), mesh)
-  return x0, info
+  if num_levels is None:  # one level, no scan around it (the launcher's per-level call)
+    return step(state)
+  return base.run_levels(step, state, num_levels)
+
+
+_advance_kept = jax.jit(_advance, static_argnames=_STATIC + ("num_levels",))
+_advance_donated = jax.jit(_advance, static_argnames=_STATIC + ("num_levels",),
+                           donate_argnames=("state",))
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _x0(particles, target, *, method, options, mesh):
+  del method
+  t = options.schedule()[-1]  # a constant of the program, as in the level loop
+  return distributed.constrain_particles(target.x0(particles, t), mesh)
+
+
+class Driver(NamedTuple):
+  """A method compiled for one (options, number of particles, mesh).
+
+  Attributes:
+    init: ``init(key, target) -> state`` (particles ``(N, *shape)``, in the particle layout).
+    step: ``step(state, target) -> (state, info)``: the next level.
+    advance: ``advance(state, target, num_levels) -> (state, info)``: the next ``num_levels``
+      levels under one ``lax.scan``; ``info`` has a leading level axis.
+    Both donate the input state's buffers where the backend supports it (not on CPU): do not
+    reuse a state passed to them.
+    x0: ``x0(state, target) -> samples``: ``x0_hat`` at the last level, ``(N, *shape)``.
+    levels: the ``(K,)`` noise levels.
+    options: the validated options.
+  """
+
+  init: Callable
+  step: Callable
+  advance: Callable
+  x0: Callable
+  levels: jax.Array
+  options: Any
+
+
+def driver(method: str, options, num_particles: int, mesh=None, donate: bool | None = None
+           ) -> Driver:
+  """The compiled level loop of ``method`` with validated ``options`` (:func:`build_options`).
+
+  ``mesh``: particles on its ``data`` axis, the latent on ``model``
+  (:func:`composed_vi.distributed.make_mesh`); ``donate``: donate the state's buffers between
+  levels (default: on every backend but CPU, which does not support donation).
+  """
+  num_particles = check_positive_int("num_particles", num_particles)
+  levels = options.schedule()
+  static = dict(method=method, options=options, mesh=mesh)
+  advance_fn = _advance_kept
+  if donate or (donate is None and jax.default_backend() != "cpu"):
+    advance_fn = _advance_donated
+
+  def init(key, target):
+    return _init(key, target, num_particles=num_particles, **static)
+
+  def step(state, target):
+    return advance_fn(state, target, num_levels=None, **static)
+
+  def advance(state, target, num_levels: int):
+    return advance_fn(state, target, num_levels=int(num_levels), **static)
+
+  def x0(state, target):
+    return _x0(state.particles, target, **static)
+
+  return Driver(init, step, advance, x0, levels, options)
+
+
+# ----------------------------------------------------------------------------- cvi.sample
+
+
+def check_target(target) -> ComposedTarget:
+  """``target`` as a :class:`ComposedTarget` (a single expert is composed alone)."""
+  if isinstance(target, Expert):
+    target = compose([target])
+  if not isinstance(target, ComposedTarget):
+    fail("target", "a ComposedTarget (cvi.compose) or an Expert", type(target).__name__)
+  return target
 
 
 def sample(key, target, num_particles: int, method: str = "ctrl_vi", *, context=None,
@@ -73,10 +165,7 @@ def sample(key, target, num_particles: int, method: str = "ctrl_vi", *, context=
     ``(samples, info)``: ``samples`` ``(N, *shape)`` float32 (``x0_hat`` at the last level),
     ``info`` a NamedTuple of per-level diagnostics with a leading level axis.
   """
-  if isinstance(target, Expert):
-    target = compose([target])
-  if not isinstance(target, ComposedTarget):
-    fail("target", "a ComposedTarget (cvi.compose) or an Expert", type(target).__name__)
+  target = check_target(target)
   check_positive_int("num_particles", num_particles)
   if context is not None:
     if not isinstance(context, Expert):
@@ -87,8 +176,8 @@ def sample(key, target, num_particles: int, method: str = "ctrl_vi", *, context=
     fail("num_particles", f"a multiple of the mesh's data axis ({mesh.shape['data']})",
          num_particles)
   target = with_context(target, context, context_weight)
-  if method == "ctrl_vi":  # a feature map that reads the target is checked before compute
-    opts.features(target.shape, target)
-  return _sample(key, target, int(num_particles), method, opts, mesh)
-
-
+  opts.check_target(target)  # options that read the target are checked before compute
+  run = driver(method, opts, int(num_particles), mesh)
+  state = run.init(key, target)
+  state, info = run.advance(state, target, int(run.levels.shape[0]))
+  return run.x0(state, target), info

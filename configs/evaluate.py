@@ -1,21 +1,81 @@
 """The comparison of methods and ablations on the built-in world (composed_vi.lab.evaluation).
 
-  python -m experiments.evaluate --config=configs/evaluate.py --workdir=workdir/evaluate
-  python -m experiments.evaluate --config=configs/evaluate.py:smoke --workdir=/tmp/eval
+  python -m experiments.main --config=configs/evaluate.py --workdir=workdir/evaluate
+  python -m experiments.main --config=configs/evaluate.py --workdir=workdir/eval_dev \\
+      --config.split=dev
+  python -m experiments.main --config=configs/evaluate.py:smoke --workdir=/tmp/eval
 
 Cases are ``backgrounds x cameras x simulations`` of a split, all from the seeds listed here.
 ``test`` (48 cases) is held out: the demo's composition defaults and every sampler setting
 below were chosen on ``dev`` (and on the demo scene) only. The world's training data come from
 ``jax.random.fold_in(key(1), i)`` splits (configs/train_tiny.py), never from these seeds.
-"""
 
-import dataclasses
+``method_specs`` declares every method and ablation (``experts``: ``composed`` or one backbone
+kind; ``sampler``: a key of ``composed_vi.samplers.METHODS``; ``context``; ``options`` on top
+of the shared sampler options, where ``anneal=False`` runs every step at ``t_min``;
+``composition`` on top of ``config.composition``); ``methods`` names those to run.
+"""
 
 import ml_collections
 
-from composed_vi.lab.evaluation import METHODS
-from composed_vi.world.demo import Composition
-from configs import world_demo
+from configs import common, world_demo
+
+
+def _method(experts, sampler, description, context=True, options=None, composition=None):
+  return dict(experts=experts, sampler=sampler, context=context, options=options or {},
+              composition=composition or {}, description=description)
+
+
+def method_specs() -> ml_collections.ConfigDict:
+  """Every method and ablation the evaluation knows, by name."""
+  return ml_collections.ConfigDict(dict(
+      t2v=_method("t2v", "ode", "text backbone alone (caption)"),
+      i2v=_method("i2v", "ode", "image backbone alone (first frame + caption)"),
+      cam2v=_method("cam2v", "ode", "camera backbone alone (Pluecker rays)"),
+      sim2v=_method("sim2v", "ode", "simulation backbone alone (objects alone)"),
+      average=_method("composed", "ode",
+                      "velocity averaging of the composed target (Composable Diffusion)"),
+      average_normalized=_method(
+          "composed", "ode", "velocity averaging with the weights normalised per pixel: the "
+          "same v_bar, started from N(0, I) instead of N(0, I / W)",
+          composition=dict(normalize_weights=True)),
+      langevin=_method("composed", "annealed_langevin",
+                       "annealed Langevin on the composed target (ULA)"),
+      poe_smc=_method("composed", "poe_smc",
+                      "annealed Langevin + SMC on a context-agreement reward (PoE baseline)"),
+      ctrl_vi=_method("composed", "ctrl_vi", "Ctrl-VI (the method)"),
+      ctrl_vi_no_context=_method("composed", "ctrl_vi", "ablation: no context expert",
+                                 context=False),
+      ctrl_vi_no_repulsion=_method("composed", "ctrl_vi", "ablation: repulsion 0",
+                                   options=dict(repulsion=0.0)),
+      ctrl_vi_no_annealing=_method(
+          "composed", "ctrl_vi", "ablation: every SVGD step at t_min, same number of steps",
+          options=dict(anneal=False)),
+      ctrl_vi_kernel_drive=_method(
+          "composed", "ctrl_vi", "ablation: textbook SVGD drive (kernel-averaged scores)",
+          options=dict(drive="kernel")),
+      ctrl_vi_normalized=_method(
+          "composed", "ctrl_vi", "ablation: weights normalised per pixel (the target at "
+          "temperature 1, started from N(0, I), W = 1); repulsion 1e4 as the same strength on "
+          "the unspecified pixels", options=dict(repulsion=1e4),
+          composition=dict(normalize_weights=True)),
+      ctrl_vi_full_kernel=_method(
+          "composed", "ctrl_vi", "ablation: kernel (and repulsion) on every pixel, not only "
+          "the unspecified ones", options=dict(feature_map="identity")),
+      ctrl_vi_stein_everywhere=_method(
+          "composed", "ctrl_vi", "ablation: Stein steps on every pixel (today's default "
+          "region; kept for the earlier tables)", options=dict(stein_region="all")),
+      ctrl_vi_stein_unspecified=_method(
+          "composed", "ctrl_vi", "ablation: Stein steps on the unspecified pixels only (the "
+          "repulsion mask), not on every pixel", options=dict(stein_region="target_mask")),
+      ctrl_vi_every_level=_method(
+          "composed", "ctrl_vi", "ablation: Stein steps at every level, not only at "
+          "t >= stein_min_t", options=dict(stein_min_t=0.0)),
+      ctrl_vi_stein_unpinned=_method(
+          "composed", "ctrl_vi", "variant: Stein steps everywhere but the pixels the controls "
+          "give exactly (first frame, the 3D cache's background)",
+          options=dict(stein_region="unpinned")),
+  ))
 
 
 def get_config(arg=None):
@@ -26,9 +86,10 @@ def get_config(arg=None):
   c.seed = 0
   c.split = "test"
   c.max_cases = 0  # 0: every case of the split
+  c.method_specs = method_specs()
   # Every method but ctrl_vi_stein_everywhere, which with today's defaults (Stein steps on
   # every pixel) is ctrl_vi itself; it stays for the earlier tables.
-  c.methods = ",".join(m for m in METHODS if m != "ctrl_vi_stein_everywhere")
+  c.methods = ",".join(m for m in c.method_specs if m != "ctrl_vi_stein_everywhere")
   c.num_particles = 4
   c.num_levels = demo.num_levels
   c.inner_steps = demo.sampler.inner_steps
@@ -36,30 +97,19 @@ def get_config(arg=None):
   # Every sampler that steps along the score (Ctrl-VI, Langevin, PoE-SMC) steps by
   # eta t^2 / W per pixel (samplers.base.step_sizes), as the demo does.
   c.precondition = demo.sampler.precondition
-  # Ctrl-VI options for every ctrl_vi method (an ablation's own option wins); None: the
-  # sampler's default. Chosen on the dev split (README, "Evaluation").
-  c.ctrl_vi = ml_collections.ConfigDict(dict(
-      step_size=ml_collections.FieldReference(demo.sampler.step_size, field_type=float),
-      repulsion=ml_collections.FieldReference(demo.sampler.repulsion, field_type=float),
-      feature_map=ml_collections.FieldReference(demo.sampler.feature_map, field_type=str),
-      repulsion_schedule=ml_collections.FieldReference(None, field_type=str),
-      bandwidth_scale=ml_collections.FieldReference(None, field_type=float),
-      calibrate_repulsion=ml_collections.FieldReference(None, field_type=bool),
-      stein_region=ml_collections.FieldReference(demo.sampler.stein_region, field_type=str),
-      stein_min_t=ml_collections.FieldReference(demo.sampler.stein_min_t, field_type=float)))
+  # Options of every ctrl_vi method (a method's own options win): the demo's (chosen on the
+  # dev split); unset fields keep the sampler's defaults.
+  c.ctrl_vi = common.sampler(**{k: demo.sampler[k] for k in (
+      "step_size", "repulsion", "feature_map", "stein_region", "stein_min_t")})
   c.gallery_cases = 3
   # An earlier evaluation workdir whose rows are copied for the methods whose settings are
   # unchanged (each checked bit for bit on its first reuse_check_cases cases), so that
   # changing Ctrl-VI does not rerun the baselines (composed_vi.lab.evaluation.reuse_rows).
   c.reuse_from = ""
   c.reuse_check_cases = 1
-  c.world = ml_collections.ConfigDict(demo.world.to_dict())
-  del c.world["scene_seed"]
-  c.backbones = ml_collections.ConfigDict(dict(
-      t2v="assets/backbones/t2v", i2v="assets/backbones/i2v", cam2v="assets/backbones/cam2v",
-      sim2v="assets/backbones/sim2v"))
-  for field in dataclasses.fields(Composition):  # the demo's composition, every field
-    c[field.name] = demo[field.name]
+  c.world = common.world()
+  c.backbones = common.tiny_backbones("t2v", "i2v", "cam2v", "sim2v")
+  c.composition = ml_collections.ConfigDict(demo.composition.to_dict())
   c.splits = ml_collections.ConfigDict(dict(
       dev=dict(backgrounds=(11, 12), cameras=("static", "pan_left", "dolly_in", "orbit"),
                simulations=(21, 22), camera_seed_base=3100),

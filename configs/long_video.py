@@ -1,26 +1,24 @@
-"""Long videos (issue 6, deliverable 5): two or more segments chained with the previous
-segment's last frame and the 3D context, the camera panning right then back left to its start
-pose; measured: the background error when the camera returns (composed_vi.lab.long_video).
+"""Long videos: two or more segments chained with the previous segment's last frame and the 3D
+context, the camera panning right then back left to its start pose; measured: the background
+error when the camera returns (composed_vi.lab.long_video).
 
-  python -m experiments.long_video --config=configs/long_video.py --workdir=workdir/long_video
-  python -m experiments.long_video --config=configs/long_video.py:smoke --workdir=/tmp/long
-  python -m experiments.long_video --config=configs/long_video.py:far --workdir=workdir/long_far
+  python -m experiments.main --config=configs/long_video.py --workdir=workdir/long_video
+  python -m experiments.main --config=configs/long_video.py:smoke --workdir=/tmp/long
+  python -m experiments.main --config=configs/long_video.py:far --workdir=workdir/long_far
 
 ``far``: two segments each way (the camera turns by 50 degrees, a whole field of view, so the
 start view leaves the frame before it returns); about twice the compute.
 """
 
-import dataclasses
-
 import ml_collections
 
-from composed_vi.world.demo import Composition
 from configs import common, world_demo
 
 
 def get_config(arg=None):
   demo = world_demo.get_config()
   c = ml_collections.ConfigDict()
+  c.experiment = "long_video"
   c.seed = 0
   # Held-out scenes, distinct from the demo's scene 7.
   c.scene_seeds = (101, 102, 103, 104, 105, 106, 107, 108)
@@ -30,7 +28,7 @@ def get_config(arg=None):
   c.sampler = common.sampler(**{k: demo.sampler[k] for k in (
       "inner_steps", "step_size", "feature_map", "repulsion", "precondition",
       "stein_region", "stein_min_t")})
-  c.world = ml_collections.ConfigDict(dict(num_frames=12, height=32, width=32))
+  c.world = common.world()
   c.long = ml_collections.ConfigDict(dict(
       segments_per_direction=1,  # segments panning right, then as many back left
       pan_degrees=25.0,  # per segment (the world's pans: 15 to 25 degrees)
@@ -38,12 +36,8 @@ def get_config(arg=None):
       return_frames=3,  # last frames of the last segment measured as "return"
   ))
   c.variants = ("context", "last_frame_only")  # also: "context_from_last"
-  c.backbones = ml_collections.ConfigDict(dict(i2v="assets/backbones/i2v",
-                                               cam2v="assets/backbones/cam2v",
-                                               sim2v="assets/backbones/sim2v"))
-  # Composition (composed_vi.world.demo.Composition): the demo's.
-  for field in dataclasses.fields(Composition):  # the demo's composition, every field
-    c[field.name] = demo[field.name]
+  c.backbones = common.tiny_backbones("i2v", "cam2v", "sim2v")
+  c.composition = ml_collections.ConfigDict(demo.composition.to_dict())
   c.bootstrap_resamples = 2000
   if arg == "smoke":
     c.scene_seeds = (101,)

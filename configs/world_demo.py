@@ -9,11 +9,8 @@ Writes samples.npz, per-particle MP4/GIF, the inputs visualised, contact_sheet.p
 index.html (open it in a browser) to the workdir.
 """
 
-import dataclasses
-
 import ml_collections
 
-from composed_vi.world import demo as world_demo
 from configs import common
 
 
@@ -26,25 +23,15 @@ def get_config(arg=None):
   c.num_levels = 40
   c.mesh = "data:-1"
   c.checkpoint_every = 10
-  c.world = ml_collections.ConfigDict(dict(scene_seed=7, num_frames=12, height=32, width=32))
-  c.backbones = ml_collections.ConfigDict(dict(i2v="assets/backbones/i2v",
-                                               cam2v="assets/backbones/cam2v",
-                                               sim2v="assets/backbones/sim2v"))
-  # Every field of world_demo.Composition, at its defaults (chosen on the evaluation's dev
-  # split; configs/evaluate.py and configs/long_video.py copy them from here).
-  c.update(dataclasses.asdict(world_demo.Composition()))
+  c.world = common.world(scene_seed=7)
+  c.backbones = common.tiny_backbones("i2v", "cam2v", "sim2v")
+  c.composition = common.composition()
   # Chosen on the evaluation's dev split (RESULTS.md): the step, and a strong repulsion that
-  # acts only where no control specifies the video (the target's repulsion_mask): with 4
-  # particles in ~37k dimensions the RBF repulsion fades by ~1/D, and on the unspecified
-  # pixels alone it can be made strong without touching the controls.
-  # Steps preconditioned by the target's total weight (eta t^2 / W per pixel: every pixel gets
-  # the stiffness of one expert; the repulsion's 2e4 is 1e4 on the unspecified pixels, W = 2).
-  # The Stein steps run at the levels t >= 0.6 only (16 of 40; stein_min_t) and there move
-  # every pixel (stein_region='all'). At high noise the population's layout is set; below,
-  # the deterministic drive only sharpens the particles under their level's noise (gradient
-  # ascent on the specified pixels, where no repulsion acts), and v_bar's transport alone is
-  # measured better there. Kept to high noise, Stein steps on the specified pixels too help
-  # the 3D consistency (RESULTS.md, "Stein steps at high noise only").
+  # acts only where no control specifies the video (feature_map='target_mask': the kernel
+  # sees the target's repulsion_mask alone; with 4 particles in ~37k dimensions the RBF
+  # repulsion fades by ~1/D). Steps preconditioned by the target's total weight
+  # (eta t^2 / W per pixel). The Stein steps run at the levels t >= 0.6 only (16 of 40) and
+  # there move every pixel; below, v_bar's transport alone was measured better.
   c.sampler = common.sampler(inner_steps=2, step_size=0.02, feature_map="target_mask",
                              repulsion=2e4, precondition=True, stein_region="all",
                              stein_min_t=0.6)

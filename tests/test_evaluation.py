@@ -13,11 +13,15 @@ from composed_vi import experts
 from composed_vi.composition import compose
 from composed_vi.errors import ConfigError
 from composed_vi.lab import evaluation as ev
-from composed_vi.lab import evaluation_report as report
 from composed_vi.lab import stats
+from composed_vi.lab.evaluation import experiment as ev_run
+from composed_vi.lab.evaluation import report
 from composed_vi.sampling import sample
 from composed_vi.world import demo as world_demo
 from configs import evaluate as eval_config
+
+#: The methods the evaluation config declares.
+METHODS = ev.methods_from_config(eval_config.get_config())
 
 
 def test_splits_are_factorial_and_disjoint():
@@ -92,7 +96,7 @@ def test_markdown_prints_small_paired_differences():
     rows.append(dict(case=f"c{i}", method="average", seconds=1.0,
                      **dict(base, first_frame_l1=base["first_frame_l1"] - 0.0002)))
   table = stats.aggregate(rows, ["ctrl_vi", "average"], ev.METRICS)
-  methods = [ev.METHODS["ctrl_vi"], ev.METHODS["average"]]
+  methods = [METHODS["ctrl_vi"], METHODS["average"]]
   text = report.markdown(table, methods, "cmd", 6)
   line = [ln for ln in text.splitlines() if ln.startswith("| average |")][-1]
   assert "-0.0002 [-0.0002, -0.0002] better" in line
@@ -137,36 +141,36 @@ def test_poe_smc_with_a_target_reward_pulls_towards_the_context():
 
 def test_sampler_options_of_the_ablations():
   config = eval_config.get_config()
-  no_anneal = ev.sampler_options(ev.METHODS["ctrl_vi_no_annealing"], config)
+  no_anneal = ev.sampler_options(METHODS["ctrl_vi_no_annealing"], config)
   assert no_anneal["levels"] == (0.02,)
   assert no_anneal["inner_steps"] == config.num_levels * config.inner_steps
   config.ctrl_vi.stein_min_t = 0.3  # every step of the ablation is at t_min, so all of them run
-  assert ev.sampler_options(ev.METHODS["ctrl_vi_no_annealing"], config)["stein_min_t"] == 0.0
-  assert ev.sampler_options(ev.METHODS["ctrl_vi"], config)["stein_min_t"] == 0.3
-  assert ev.sampler_options(ev.METHODS["ctrl_vi_every_level"], config)["stein_min_t"] == 0.0
-  assert ev.sampler_options(ev.METHODS["ctrl_vi_no_repulsion"], config)["repulsion"] == 0.0
-  assert ev.sampler_options(ev.METHODS["ctrl_vi"], config)["feature_map"] == "target_mask"
-  assert ev.sampler_options(ev.METHODS["ctrl_vi_full_kernel"], config)["feature_map"] == (
+  assert ev.sampler_options(METHODS["ctrl_vi_no_annealing"], config)["stein_min_t"] == 0.0
+  assert ev.sampler_options(METHODS["ctrl_vi"], config)["stein_min_t"] == 0.3
+  assert ev.sampler_options(METHODS["ctrl_vi_every_level"], config)["stein_min_t"] == 0.0
+  assert ev.sampler_options(METHODS["ctrl_vi_no_repulsion"], config)["repulsion"] == 0.0
+  assert ev.sampler_options(METHODS["ctrl_vi"], config)["feature_map"] == "target_mask"
+  assert ev.sampler_options(METHODS["ctrl_vi_full_kernel"], config)["feature_map"] == (
       "identity")
-  assert ev.sampler_options(ev.METHODS["ctrl_vi"], config)["stein_region"] == "all"
-  assert ev.sampler_options(ev.METHODS["ctrl_vi_stein_unspecified"], config)[
+  assert ev.sampler_options(METHODS["ctrl_vi"], config)["stein_region"] == "all"
+  assert ev.sampler_options(METHODS["ctrl_vi_stein_unspecified"], config)[
       "stein_region"] == "target_mask"
-  assert ev.sampler_options(ev.METHODS["ctrl_vi_stein_everywhere"], config)["stein_region"] == (
+  assert ev.sampler_options(METHODS["ctrl_vi_stein_everywhere"], config)["stein_region"] == (
       "all")
-  assert ev.sampler_options(ev.METHODS["ctrl_vi_stein_unpinned"], config)["stein_region"] == (
+  assert ev.sampler_options(METHODS["ctrl_vi_stein_unpinned"], config)["stein_region"] == (
       "unpinned")
-  assert "inner_steps" not in ev.sampler_options(ev.METHODS["average"], config)
-  assert ev.sampler_options(ev.METHODS["poe_smc"], config)["reward"] is ev.context_reward
+  assert "inner_steps" not in ev.sampler_options(METHODS["average"], config)
+  assert ev.sampler_options(METHODS["poe_smc"], config)["reward"] is ev.context_reward
   # The config's Ctrl-VI settings reach every ctrl_vi method; an ablation's own option wins.
   config.ctrl_vi.step_size = 0.05
   config.ctrl_vi.repulsion = 2.0
-  assert ev.sampler_options(ev.METHODS["ctrl_vi"], config)["step_size"] == 0.05
-  assert ev.sampler_options(ev.METHODS["ctrl_vi_no_repulsion"], config)["repulsion"] == 0.0
-  assert "step_size" not in ev.sampler_options(ev.METHODS["langevin"], config)
+  assert ev.sampler_options(METHODS["ctrl_vi"], config)["step_size"] == 0.05
+  assert ev.sampler_options(METHODS["ctrl_vi_no_repulsion"], config)["repulsion"] == 0.0
+  assert "step_size" not in ev.sampler_options(METHODS["langevin"], config)
   # One preconditioner for every score-following sampler; the ODE has no step.
   for name in ("ctrl_vi", "langevin", "poe_smc", "ctrl_vi_no_annealing"):
-    assert ev.sampler_options(ev.METHODS[name], config)["precondition"] is True
-  assert "precondition" not in ev.sampler_options(ev.METHODS["average"], config)
+    assert ev.sampler_options(METHODS[name], config)["precondition"] is True
+  assert "precondition" not in ev.sampler_options(METHODS["average"], config)
 
 
 def test_method_composition_overrides_reach_the_target():
@@ -176,16 +180,16 @@ def test_method_composition_overrides_reach_the_target():
   sampler = ev.Sampler(config)
   case = ev.cases(config.splits.dev, "dev")[1]
   example = ev.case_example(case, world_demo.scene_config(config))
-  raw = sampler.target(ev.METHODS["average"], example)
-  norm = sampler.target(ev.METHODS["average_normalized"], example)
+  raw = sampler.target(METHODS["average"], example)
+  norm = sampler.target(METHODS["average_normalized"], example)
   np.testing.assert_allclose(np.asarray(norm.total_weight), 1.0, rtol=1e-6)
   assert float(raw.total_weight.max()) == pytest.approx(
-      1.0 + config.camera_weight + config.context_weight)
+      1.0 + config.composition.camera_weight + config.composition.context_weight)
   np.testing.assert_allclose(np.asarray(norm.init_std()), 1.0, rtol=1e-6)
   x = jax.random.normal(jax.random.key(0), (2,) + norm.shape)
   np.testing.assert_allclose(norm.velocity(x, 0.5), raw.velocity(x, 0.5), rtol=1e-4, atol=1e-5)
   assert not sampler.composition.normalize_weights  # the override did not leak
-  assert ev.sampler_options(ev.METHODS["ctrl_vi_normalized"], config)["repulsion"] == 1e4
+  assert ev.sampler_options(METHODS["ctrl_vi_normalized"], config)["repulsion"] == 1e4
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -253,17 +257,17 @@ def test_method_settings_tell_which_rows_can_be_reused():
   other = eval_config.get_config("smoke")
   other.ctrl_vi.stein_region = "target_mask"
   for name in ("i2v", "average", "langevin", "poe_smc"):
-    assert ev.method_settings(ev.METHODS[name], config) == ev.method_settings(
-        ev.METHODS[name], other), name
+    assert ev.method_settings(METHODS[name], config) == ev.method_settings(
+        METHODS[name], other), name
   for name in ("ctrl_vi", "ctrl_vi_no_repulsion"):
-    assert ev.method_settings(ev.METHODS[name], config) != ev.method_settings(
-        ev.METHODS[name], other), name
+    assert ev.method_settings(METHODS[name], config) != ev.method_settings(
+        METHODS[name], other), name
   # The stein_everywhere ablation sets the option itself: the same in both.
-  assert ev.method_settings(ev.METHODS["ctrl_vi_stein_everywhere"], config) == (
-      ev.method_settings(ev.METHODS["ctrl_vi_stein_everywhere"], other))
+  assert ev.method_settings(METHODS["ctrl_vi_stein_everywhere"], config) == (
+      ev.method_settings(METHODS["ctrl_vi_stein_everywhere"], other))
   with other.unlocked():
-    del other["image_object_weight"]
-  assert ev.method_settings(ev.METHODS["average"], other) is None
+    del other.composition["image_object_weight"]
+  assert ev.method_settings(METHODS["average"], other) is None
 
 
 def test_reuse_from_copies_rows_that_reproduce(tmp_path):
@@ -289,7 +293,7 @@ def test_reuse_from_copies_rows_that_reproduce(tmp_path):
     o = old[(r["case"], r["method"])]
     metrics = {k: v for k, v in r.items() if k not in ("seconds", "includes_compile",
                                                         "reused_from")}
-    assert ev._same_metrics(metrics, o) is None
+    assert ev_run._same_metrics(metrics, o) is None
     assert ("reused_from" in r) == (r["case"] == cases[1])
   assert os.path.exists(os.path.join(second, "gallery", cases[1], "average.npz"))
   # A tampered row does not reproduce: that method is sampled afresh, the other reused.
@@ -313,7 +317,7 @@ def test_reuse_from_copies_rows_that_reproduce(tmp_path):
   with config.unlocked():
     config.reuse_from = first
     config.methods = "average"
-    config.context_weight = 3.0
+    config.composition.context_weight = 3.0
     config.max_cases = 1
   fourth = str(tmp_path / "fourth")
   ev.run(config, fourth)
@@ -347,6 +351,6 @@ def test_best_or_tied_per_metric():
   # Higher is better for diversity; the case where it is undefined is dropped.
   assert best["diversity"] == dict(best="ctrl_vi", tied=[], cases=11)
   assert "seconds" not in best and "track_error_px" not in best
-  methods = [ev.METHODS[n] for n in ("ctrl_vi", "average", "langevin")]
+  methods = [METHODS[n] for n in ("ctrl_vi", "average", "langevin")]
   text = report.markdown(stats.aggregate(rows, methods, ev.METRICS), methods, "cmd", 12, best)
   assert "- diversity (unspecified): `ctrl_vi`; tied: none" in text

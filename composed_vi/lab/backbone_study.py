@@ -17,17 +17,44 @@ import jax
 import numpy as np
 
 from composed_vi import io
+from composed_vi.errors import check_choice, check_positive_int, fail
+from composed_vi.lab import runner
 from composed_vi.sampling import sample
 from composed_vi.world import backbones as tb
+from composed_vi.world import dataset, scene
 from composed_vi.world import metrics as world_metrics
 
 METRICS = ("first_frame_l1", "track_error_px", "background_l1", "object_l1", "camera_following")
 
 
+def run_config(config, workdir: str) -> dict:
+  """The study of ``configs/evaluate_backbones.py``: validates the config (before any compute
+  or output), measures, writes ``backbones.json`` / ``backbones.md``; returns the table."""
+  num_scenes = check_positive_int("num_scenes", config.num_scenes)
+  num_particles = check_positive_int("num_particles", config.num_particles)
+  num_levels = check_positive_int("num_levels", config.num_levels)
+  if not isinstance(config.seed, int) or isinstance(config.seed, bool):
+    fail("seed", "an integer", config.seed)
+  folders = dict(config.backbones)
+  if not folders:
+    fail("backbones", f"a mapping of backbone kinds {list(tb.KINDS)} to folders", folders)
+  for kind, folder in folders.items():
+    check_choice("backbones", kind, tb.KINDS)
+    if not os.path.isdir(folder):
+      fail(f"backbones.{kind}", "a trained tiny backbone folder", folder)
+  world_config = scene.SceneConfig(num_frames=config.world.num_frames,
+                                   height=config.world.height, width=config.world.width)
+  workdir = runner.check_workdir(workdir)
+  table = run(folders, num_scenes=num_scenes, num_particles=num_particles,
+              num_levels=num_levels, seed=config.seed, world_config=world_config)
+  write(workdir, table)
+  print(markdown(table))
+  return table
+
+
 def run(backbones: dict, num_scenes: int = 8, num_particles: int = 2, num_levels: int = 24,
         seed: int = 10_000, world_config=None) -> dict:
-  from composed_vi.world import dataset, scene
-
+  """``{kind: {metric: mean}}`` (and the ground truth's) for ``backbones`` ``{kind: folder}``."""
   wcfg = world_config or scene.SceneConfig()
   loaded = {k: tb.load(path) for k, path in backbones.items()}
   fns = {k: tb.model_fn(spec) for k, (spec, _) in loaded.items()}

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from composed_vi import distributed, gmm, io
+from composed_vi import distributed, gmm, io, sampling
 from composed_vi.errors import ConfigError, check_choice, check_positive_int, fail
 from composed_vi.lab import cli, problems
 from composed_vi.lab.checkpoint import SamplerCheckpoints
@@ -162,11 +162,10 @@ def validate(config):
     raise ConfigError(f"sampler: {e}") from None
   mesh = distributed.make_mesh(config.mesh, num_particles)
   problem = problems.PROBLEMS[config.experiment](config, mesh=mesh)
-  if config.method == "ctrl_vi":  # a feature map that reads the target (e.g. 'target_mask')
-    try:
-      options.features(problem.target.shape, problem.target)
-    except ConfigError as e:
-      raise ConfigError(f"sampler: {e}") from None
+  try:  # options that read the target (e.g. feature_map='target_mask')
+    options.check_target(problem.target)
+  except ConfigError as e:
+    raise ConfigError(f"sampler: {e}") from None
   return problem, options, mesh
 
 
@@ -209,9 +208,9 @@ def _log_to(path: str):
 
 
 def _sample(config, workdir, problem, options, mesh) -> dict:
-  module, _ = METHODS[config.method]
   n = config.num_particles
-  levels = options.schedule()
+  run = sampling.driver(config.method, options, n, mesh)
+  levels = run.levels
   num_levels = int(levels.shape[0])
   shape = problem.target.shape
   logging.info("run: %s / %s, N=%d, %d levels, latent %s, mesh %s on %d device(s), %d "
@@ -219,23 +218,8 @@ def _sample(config, workdir, problem, options, mesh) -> dict:
                dict(mesh.shape), mesh.size, jax.process_count())
   target = distributed.replicate(problem.target, mesh)
   key = distributed.replicate(jax.random.key(config.seed), mesh)
-  sharding = distributed.particle_sharding(mesh, shape)
 
-  def init(key, target):
-    state = module.init(key, target, n, options)
-    return state._replace(particles=jax.lax.with_sharding_constraint(state.particles,
-                                                                     sharding))
-
-  def step(state, target):
-    state, info = module.step(state, target, levels, options, mesh=mesh)
-    return state._replace(particles=jax.lax.with_sharding_constraint(state.particles,
-                                                                     sharding)), info
-
-  init_fn = jax.jit(init)
-  step_fn = jax.jit(step, donate_argnums=0 if jax.default_backend() != "cpu" else ())
-  x0_fn = jax.jit(lambda x, target: target.x0(x, levels[-1]), out_shardings=sharding)
-
-  state = init_fn(key, target)
+  state = run.init(key, target)
   diagnostics: list[dict] = []
   ckpts = SamplerCheckpoints(os.path.join(workdir, "checkpoints"))
   try:
@@ -249,7 +233,7 @@ def _sample(config, workdir, problem, options, mesh) -> dict:
     every = config.checkpoint_every
     while level < num_levels:
       start = time.perf_counter()
-      state, info = step_fn(state, target)
+      state, info = run.step(state, target)
       info = {k: float(distributed.local_value(v)) for k, v in info._asdict().items()}
       level += 1
       record = dict(level=level, seconds=time.perf_counter() - start, **info)
@@ -265,7 +249,7 @@ def _sample(config, workdir, problem, options, mesh) -> dict:
   finally:
     ckpts.close()
 
-  samples = distributed.to_host(x0_fn(state.particles, target))
+  samples = distributed.to_host(run.x0(state, target))
   summary = dict(num_particles=n, num_levels=num_levels, shape=list(shape),
                  finite=bool(np.all(np.isfinite(samples))),
                  seconds=float(sum(d["seconds"] for d in diagnostics)))

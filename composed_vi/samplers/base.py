@@ -1,16 +1,20 @@
-"""Shared pieces of the annealed samplers: options, initialisation and the level loop.
+"""Shared pieces of the annealed samplers: options, the sampler constructor, the level loop.
 
-Every sampler is a pair of pure functions over NamedTuple states (BlackJAX style):
+Every method is a module with a pair of pure functions over NamedTuple states:
 ``init(key, target, num_particles, options) -> State`` and
-``step(state, target, levels, options) -> (State, Info)``, one call per noise level. The level
-loop is a ``lax.scan`` over a fixed number of levels whose noise level is read from the state's
-``level`` index, so running levels in chunks (for checkpoints) never recompiles.
+``step(state, target, levels, options, mesh=None) -> (State, Info)``, one call per noise level.
+:func:`make_sampler` closes over the options, their levels and the mesh (optax's
+``GradientTransformation`` / BlackJAX's ``SamplingAlgorithm`` pattern) and returns a
+:class:`Sampler` whose ``init(key, target, num_particles)`` and ``step(state, target)`` keep the
+target an argument: it can hold billions of parameters, so it is a jit argument, never a
+constant baked into the compiled program. The noise level is read from the state's ``level``
+index, so running the levels in chunks (for checkpoints) never recompiles.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -65,11 +69,45 @@ class AnnealingOptions:
     if self.levels is not None:
       check_schedule("levels", self.levels)
 
+  def check_target(self, target) -> None:
+    """Refuses (``ConfigError``, naming the option) a target these options cannot sample,
+    before any compute. Every option that reads the target checks it here."""
+    del target
+
   def schedule(self) -> jax.Array:
     if self.levels is not None:
       return jnp.asarray(check_schedule("levels", self.levels), jnp.float32)
     return jnp.asarray(schedules.flow_levels(self.num_levels, self.t_max, self.t_min,
                                              self.shift))
+
+
+class Sampler(NamedTuple):
+  """A method with its options, levels and mesh closed over.
+
+  Attributes:
+    init: ``init(key, target, num_particles) -> State`` (particles ``(N, *shape)``).
+    step: ``step(state, target) -> (State, Info)``: one noise level.
+    levels: the ``(K,)`` float32 noise levels, decreasing.
+    options: the validated options.
+  """
+
+  init: Callable
+  step: Callable
+  levels: jax.Array
+  options: Any
+
+
+def make_sampler(module, options, mesh=None) -> Sampler:
+  """Closes ``module``'s ``init`` / ``step`` over ``options``, their levels and ``mesh``."""
+  levels = options.schedule()
+
+  def init(key, target, num_particles: int):
+    return module.init(key, target, num_particles, options)
+
+  def step(state, target):
+    return module.step(state, target, levels, options, mesh=mesh)
+
+  return Sampler(init, step, levels, options)
 
 
 def make_options(cls, method: str, options: dict):

@@ -89,6 +89,12 @@ class CtrlVIOptions(base.AnnealingOptions):
             and 0 <= self.stein_min_t <= 1):
       fail("stein_min_t", "a level in [0, 1]", self.stein_min_t)
 
+  def check_target(self, target) -> None:
+    """The feature map and the Stein region that read the target (its ``repulsion_mask`` or
+    ``pinned_mask``) are built once here, so a target without them is refused before compute."""
+    self.features(target.shape, target)
+    self.step_region(target.shape, target)
+
   def features(self, shape, target=None) -> kernels.FeatureMap:
     """The kernel's feature map; ``'target_mask'`` reads ``target.repulsion_mask``."""
     if isinstance(self.feature_map, kernels.FeatureMap):

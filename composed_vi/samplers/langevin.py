@@ -31,6 +31,10 @@ class LangevinOptions(base.AnnealingOptions):
     super().validate()
     check_choice("mala", self.mala, ("auto", True, False))
 
+  def check_target(self, target) -> None:
+    """``mala=True`` needs a target whose experts all have energies (and scalar weights)."""
+    use_mala(target, self)
+
 
 class LangevinState(NamedTuple):
   particles: jax.Array

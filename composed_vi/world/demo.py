@@ -7,9 +7,10 @@ composed with the context expert (the first frame lifted to 3D and re-rendered a
 path, with its visibility), with masks: the simulation backbone has its say on the object region
 (dilated), the camera backbone on the background, the image backbone everywhere.
 
-``build(config, mesh)`` returns the :class:`composed_vi.lab.problems.Problem` that the launcher
-samples; its ``report`` writes per-particle MP4 and GIF, the inputs visualised (camera path
-plot, simulation render), a contact sheet and ``index.html`` next to ``samples.npz``.
+This module is the recipe: :class:`Composition` (``config.composition``), the backbones
+(:func:`load_backbones`), the composed target of one example (:func:`build_target`) and the
+demo's metrics (:func:`evaluate`). The launcher's problem and its report pages are in
+:mod:`composed_vi.lab.problems`.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import os
 import jax
 import numpy as np
 
-from composed_vi import experts, io
+from composed_vi import experts
 from composed_vi.composition import compose
 from composed_vi.errors import ConfigError, check_positive_float, check_positive_int, fail
-from composed_vi.lab import media
 from composed_vi.world import backbones as tb
+from composed_vi.world import dataset, scene
+from composed_vi.world import metrics as wm
 from composed_vi.world.masks import dilate
 
 BACKBONES = ("i2v", "cam2v", "sim2v")
@@ -32,15 +34,12 @@ BACKBONES = ("i2v", "cam2v", "sim2v")
 
 def scene_config(config):
   """The world's ``SceneConfig`` from ``config.world`` (frames, height, width)."""
-  from composed_vi.world import scene
-
   return scene.SceneConfig(num_frames=config.world.num_frames, height=config.world.height,
                            width=config.world.width)
 
 
 def scene_example(config) -> dict:
-  from composed_vi.world import dataset
-
+  """The example of the demo's scene (``config.world.scene_seed``), as numpy arrays."""
   ex = dataset.render_example(jax.random.key(config.world.scene_seed), scene_config(config))
   return {k: np.asarray(v) for k, v in ex.items()}
 
@@ -80,7 +79,20 @@ class Composition:
 
   @classmethod
   def from_config(cls, config) -> "Composition":
-    return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls)})
+    """From ``config.composition`` (a mapping of this class's fields), validated; errors name
+    ``composition.<field>``."""
+    given = config.get("composition") if hasattr(config, "get") else None
+    if given is None:
+      fail("composition", f"a mapping of {[f.name for f in dataclasses.fields(cls)]}", None)
+    given = dict(given)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+      fail("composition", f"fields among {names}", f"unknown field(s) {unknown}")
+    try:
+      return cls(**given).validate()
+    except ConfigError as e:
+      raise ConfigError(f"composition.{e}") from None
 
   def validate(self) -> "Composition":
     for name in ("context_weight", "sim_weight", "camera_weight", "image_object_weight",
@@ -153,74 +165,8 @@ def build_target(example: dict, backbones: dict, composition: Composition, fns=N
     raise ConfigError(f"demo: {e}") from None
 
 
-def build(config, mesh=None):
-  from composed_vi.lab.problems import Problem
-
-  composition = Composition.from_config(config).validate()
-  backbones = load_backbones(config.backbones)
-  example = scene_example(config)
-  target = build_target(example, backbones, composition)
-  del mesh
-  return Problem(target, report=lambda samples, workdir: report(config, example, samples,
-                                                                 workdir))
-
-
-def report(config, example: dict, samples: np.ndarray, workdir: str) -> dict:
-  """Videos, input visualisations, contact sheet and ``index.html``; returns metrics."""
-  from composed_vi.world import controls
-
-  out = {}
-  names = []
-  for i, video in enumerate(samples):
-    media.write_mp4(os.path.join(workdir, f"particle_{i}.mp4"), video)
-    media.write_gif(os.path.join(workdir, f"particle_{i}.gif"), video)
-    names.append(i)
-  media.write_mp4(os.path.join(workdir, "ground_truth.mp4"), example["video"])
-  media.write_gif(os.path.join(workdir, "ground_truth.gif"), example["video"])
-  sim = example["sim_rgba"]
-  sim_rgb = sim[..., :3] * sim[..., 3:] + (1 - sim[..., 3:]) * 1.0  # objects on white
-  media.write_gif(os.path.join(workdir, "input_simulation.gif"), sim_rgb)
-  media.write_mp4(os.path.join(workdir, "input_simulation.mp4"), sim_rgb)
-  media.write_gif(os.path.join(workdir, "input_context.gif"), example["background_context"])
-  media.write_png(os.path.join(workdir, "input_first_frame.png"), example["first_frame"],
-                  upscale=8)
-  valid = example["object_valid"].astype(bool)
-  media.plot_camera_path(os.path.join(workdir, "input_camera_path.png"), example["extrinsics"],
-                         object_tracks_3d=example["positions"][:, valid])
-  rows = [("first frame", example["first_frame"][None]), ("simulation", sim_rgb),
-          ("3D context (background)", example["background_context"]),
-          ("ground truth", example["video"])]
-  rows += [(f"particle {i}", v) for i, v in enumerate(samples)]
-  media.contact_sheet(os.path.join(workdir, "contact_sheet.png"), rows, upscale=4)
-  caption = controls.detokenize(example["caption_tokens"])
-  metrics = evaluate(example, samples)
-  out.update(metrics)
-  sections = [
-      dict(heading="Controls", text=f"caption: {caption}\nscene seed: {config.world.scene_seed}"
-           f"\nbackbones: image (first frame + caption), camera (Pluecker rays), simulation "
-           f"(objects alone, on the object region), context (3D cache)",
-           items=[dict(label="first frame", image="input_first_frame.png"),
-                  dict(label="camera path", image="input_camera_path.png"),
-                  dict(label="simulation input", video="input_simulation.mp4",
-                       gif="input_simulation.gif"),
-                  dict(label="3D-cache context", gif="input_context.gif")]),
-      dict(heading="Samples (Ctrl-VI particles)",
-           items=[dict(label=f"particle {i}", video=f"particle_{i}.mp4",
-                       gif=f"particle_{i}.gif") for i in names]
-           + [dict(label="ground truth", video="ground_truth.mp4", gif="ground_truth.gif")]),
-      dict(heading="Contact sheet", items=[dict(label="all frames", image="contact_sheet.png")]),
-      dict(heading="Measured", table={k: f"{v:.4f}" if isinstance(v, float) else str(v)
-                                      for k, v in metrics.items()}),
-  ]
-  media.write_html(os.path.join(workdir, "index.html"), "composed_vi demo: Ctrl-VI", sections)
-  io.write_json(os.path.join(workdir, "demo_metrics.json"), metrics)
-  return out
-
-
 def evaluate(example: dict, samples: np.ndarray) -> dict:
   """Per-particle control errors against the scene's ground truth (means over particles)."""
-  from composed_vi.world import metrics as wm
-
   video = example["video"]
   # Background seen in the first frame (the 3D cache), outside every object.
   vis = example["visibility"] * (1 - example["object_region"])

@@ -20,8 +20,9 @@ import os
 import numpy as np
 
 from composed_vi import io
-from composed_vi.lab import evaluation as ev
 from composed_vi.lab import media, stats
+from composed_vi.lab.evaluation.methods import METRICS
+from composed_vi.lab.evaluation.splits import case_example
 
 
 def _digits(metric: str) -> int:
@@ -67,11 +68,11 @@ def markdown(table: dict, methods, command: str, num_cases: int, best=None) -> s
   lines = [f"Mean over {num_cases} cases, [95% bootstrap interval over cases]. Reproduce: "
            f"`{command}`", ""]
   head = "| method | " + " | ".join(
-      f"{label} {'↓' if better == 'lower' else '↑'}" for _, better, label in ev.METRICS) + " |"
-  lines += [head, "|" + "---|" * (len(ev.METRICS) + 1)]
+      f"{label} {'↓' if better == 'lower' else '↑'}" for _, better, label in METRICS) + " |"
+  lines += [head, "|" + "---|" * (len(METRICS) + 1)]
   for name in names:
     cells = []
-    for metric, _, _ in ev.METRICS:
+    for metric, _, _ in METRICS:
       e = table[name][metric]
       cells.append(f"{_fmt(e['mean'], metric)} [{_fmt(e['low'], metric)}, "
                    f"{_fmt(e['high'], metric)}]")
@@ -80,13 +81,13 @@ def markdown(table: dict, methods, command: str, num_cases: int, best=None) -> s
     lines += ["", "Paired difference to Ctrl-VI (method minus Ctrl-VI, same cases and seeds), "
               "[95% interval]; *better*/*worse* is the method against Ctrl-VI, *tied* when the "
               "interval holds 0.", ""]
-    lines += ["| method | " + " | ".join(label for _, _, label in ev.METRICS[:-1]) + " |",
-              "|" + "---|" * len(ev.METRICS)]
+    lines += ["| method | " + " | ".join(label for _, _, label in METRICS[:-1]) + " |",
+              "|" + "---|" * len(METRICS)]
     for name in names:
       if name == "ctrl_vi":
         continue
       cells = []
-      for metric, better, _ in ev.METRICS[:-1]:
+      for metric, better, _ in METRICS[:-1]:
         e = table[name][metric]
         if "diff" not in e:
           cells.append("n/a")
@@ -96,7 +97,7 @@ def markdown(table: dict, methods, command: str, num_cases: int, best=None) -> s
   if best:
     lines += ["", "Best or tied-best per metric (on the cases every method has; tied: the 95% "
               "interval of the paired difference to the best holds 0):", ""]
-    for metric, _, label in ev.METRICS:
+    for metric, _, label in METRICS:
       if metric in best:
         b = best[metric]
         tied = ", ".join(f"`{n}`" for n in b["tied"]) or "none"
@@ -113,7 +114,7 @@ def plot(path: str, table: dict, methods) -> None:
   import matplotlib.pyplot as plt
 
   names = [m.name for m in methods]
-  metrics = ev.METRICS
+  metrics = METRICS
   cols = 3
   rows = -(-len(metrics) // cols)
   fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 0.28 * len(names) * rows + 1.5))
@@ -159,7 +160,7 @@ def gallery(workdir: str, case_list, methods, scene_config) -> str | None:
     have = [m for m in methods if os.path.exists(os.path.join(case_dir, f"{m.name}.npz"))]
     if not have:
       continue
-    example = ev.case_example(case, scene_config)
+    example = case_example(case, scene_config)
     sim = example["sim_rgba"]
     sim_rgb = sim[..., :3] * sim[..., 3:] + (1 - sim[..., 3:])
     media.write_png(os.path.join(case_dir, "first_frame.png"), example["first_frame"],
@@ -188,17 +189,15 @@ def write(workdir: str, config, case_list, methods, rows, scene_config) -> dict:
   """Writes ``table.json``, ``table.md``, ``metrics.png`` and the gallery; returns the table."""
   names = {c.name for c in case_list}
   rows = [r for r in rows if r["case"] in names and r["method"] in {m.name for m in methods}]
-  table = stats.aggregate(rows, methods, ev.METRICS)
-  best = stats.best_or_tied(rows, methods, ev.METRICS)
+  table = stats.aggregate(rows, methods, METRICS)
+  best = stats.best_or_tied(rows, methods, METRICS)
   variant = f":{config.variant}" if config.get("variant") else ""
   split = f" --config.split={config.split}" if config.split != "test" else ""
-  command = (f"python -m experiments.evaluate --config=configs/evaluate.py{variant} "
-             f"--workdir=<dir>{split}")
-  if config.methods != ",".join(ev.METHODS):
-    command += f" --config.methods={config.methods}"
+  command = (f"python -m experiments.main --config=configs/evaluate.py{variant} "
+             f"--workdir=<dir>{split} --config.methods={config.methods}")
   io.write_json(os.path.join(workdir, "table.json"), dict(
       table=table, cases=[c.name for c in case_list], methods=[m.name for m in methods],
-      metrics=[m for m, _, _ in ev.METRICS], num_particles=config.num_particles,
+      metrics=[m for m, _, _ in METRICS], num_particles=config.num_particles,
       num_levels=config.num_levels, command=command, rows=len(rows), best_or_tied=best))
   text = markdown(table, methods, command, len(case_list), best)
   io.write_text(os.path.join(workdir, "table.md"), text)

@@ -1,45 +1,26 @@
-"""Sampling problems built from a config: the composed target and, when known, its exact answer.
-
-Every input a user can hand in (arrays in files, weights, masks) is validated here, before any
-compute or output, with errors naming the config field.
-"""
+"""The ``gmm_product`` problem: a weighted product of Gaussian mixtures with a known answer."""
 
 from __future__ import annotations
-
-import dataclasses
-import os
-from typing import Any
 
 import numpy as np
 
 from composed_vi import gmm
 from composed_vi.composition import ComposedTarget, compose
-from composed_vi.errors import check_finite, check_positive_float, check_positive_int, fail
+from composed_vi.errors import (
+  ConfigError,
+  check_finite,
+  check_positive_float,
+  check_positive_int,
+  fail,
+)
 from composed_vi.experts import GaussianMixture
 from composed_vi.lab import toys
-
-
-@dataclasses.dataclass
-class Problem:
-  target: ComposedTarget
-  exact: Any = None  # a GaussianMixture with the exact composed distribution, when known
-  decode: Any = None  # optional samples -> videos (written to videos.npz)
-  report: Any = None  # optional (samples, workdir) -> metrics: media and pages of the run
-
-
-def _load(field: str, path: str, kind: str):
-  if not os.path.isfile(path):
-    fail(field, f"an existing {kind} file", path)
-  try:
-    data = np.load(path, allow_pickle=False)
-  except Exception as e:  # noqa: BLE001 - any unreadable file is a user error here
-    fail(field, f"a readable {kind} file", f"{path} ({type(e).__name__}: {e})")
-  return data
+from composed_vi.lab.problems.base import Problem, load_array
 
 
 def _mixtures_from_file(field: str, path: str) -> list[GaussianMixture]:
   """``means_0, means_1, ...`` ``(K_i, D_i)`` and optional ``stds_i`` ``(K_i,)``, ``weights_i``."""
-  data = _load(field, path, ".npz")
+  data = load_array(field, path, ".npz")
   names = sorted((k for k in data.files if k.startswith("means_")),
                  key=lambda k: int(k.split("_")[1]) if k.split("_")[1].isdigit() else -1)
   if not names:
@@ -66,7 +47,7 @@ def _mixtures_from_file(field: str, path: str) -> list[GaussianMixture]:
   return mixtures
 
 
-def gmm_product(config, mesh=None) -> Problem:
+def build(config, mesh=None) -> Problem:
   """Ctrl-VI's exact testbed: a weighted product of Gaussian mixtures (``config.problem``).
 
   Fields: ``dim``, ``separation``, ``std`` (two stripe mixtures whose product has four modes,
@@ -88,7 +69,7 @@ def gmm_product(config, mesh=None) -> Problem:
   for i, w in enumerate(weights):
     check_positive_float(f"problem.expert_weights[{i}]", w, allow_zero=True)
   if p.mask_file:
-    mask = np.asarray(_load("problem.mask_file", p.mask_file, ".npy"), np.float32)
+    mask = np.asarray(load_array("problem.mask_file", p.mask_file, ".npy"), np.float32)
     j = p.mask_expert
     if not isinstance(j, int) or not 0 <= j < len(mixtures):
       fail("problem.mask_expert", f"an expert index in [0, {len(mixtures)})", j)
@@ -111,26 +92,7 @@ def gmm_product(config, mesh=None) -> Problem:
 
 
 def _compose_named(mixtures, weights) -> ComposedTarget:
-  from composed_vi.errors import ConfigError
-
   try:
     return compose(mixtures, weights)
   except ConfigError as e:  # say which config field the expert or weight came from
     raise ConfigError(f"problem: {e}") from None
-
-
-def wan_compose(config, mesh=None) -> Problem:
-  """Wan-family backbones composed (``config.backbones``); see ``configs/wan_compose.py``."""
-  from composed_vi.lab import wan_problem
-
-  return wan_problem.build(config, mesh)
-
-
-def world_demo(config, mesh=None) -> Problem:
-  """The built-in demo: tiny world backbones composed (``configs/world_demo.py``)."""
-  from composed_vi.world import demo
-
-  return demo.build(config, mesh)
-
-
-PROBLEMS = {"gmm_product": gmm_product, "wan_compose": wan_compose, "world_demo": world_demo}

@@ -16,7 +16,10 @@ import numpy as np
 
 from composed_vi.composition import compose
 from composed_vi.errors import ConfigError, check_positive_float, fail
+from composed_vi.lab.problems.base import Problem
 from composed_vi.models import wan_expert as wan
+from composed_vi.models.wan import loading
+from composed_vi.models.wan.vae import denormalize_latents
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -31,10 +34,8 @@ def _folder(field: str, path: str) -> str:
   return path
 
 
-def build(config, mesh=None):
-  from composed_vi.lab.problems import Problem
-  from composed_vi.models.wan import loading
-
+def build(config, mesh=None) -> Problem:
+  """The composed Wan backbones of ``config.backbones`` (``configs/wan_compose.py``)."""
   if config.compute_dtype not in _DTYPES:
     fail("compute_dtype", f"one of {sorted(_DTYPES)}", config.compute_dtype)
   shape = tuple(int(s) for s in config.latent_shape)
@@ -93,8 +94,6 @@ def build(config, mesh=None):
     vae_config = vae.config
 
     def decode(latents):
-      from composed_vi.models.wan.vae import denormalize_latents
-
       z = denormalize_latents(jnp.asarray(latents), vae_config) if config.normalized_latents \
           else jnp.asarray(latents)
       return np.asarray(vae.decode_bthwc(vae_params, z))

@@ -1,0 +1,63 @@
+"""Evaluation cases: world scenes assembled from listed seeds (a split of the evaluation).
+
+A *case* is one world scene built from listed seeds: a background (floor and wall textures,
+light), a camera path of a given kind from a start pose, and an object simulation. Cases are
+the product ``backgrounds x cameras x simulations`` of a split (``configs/evaluate.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import jax
+import numpy as np
+
+from composed_vi.errors import check_choice, fail
+from composed_vi.world import dataset, scene
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  """One benchmark case: a scene assembled from three listed seeds and a camera kind."""
+
+  split: str
+  background_seed: int
+  camera_kind: str
+  camera_seed: int
+  objects_seed: int
+
+  @property
+  def name(self) -> str:
+    return (f"{self.split}-bg{self.background_seed}-{self.camera_kind}-cam{self.camera_seed}"
+            f"-sim{self.objects_seed}")
+
+
+def cases(split_config, split: str) -> list[Case]:
+  """The cases of a split: ``backgrounds x cameras x simulations`` in that order.
+
+  ``split_config`` has tuples ``backgrounds`` and ``simulations`` (seeds) and ``cameras``
+  (camera kinds); the camera start pose is drawn from the seed ``camera_seed_base + i`` for
+  the ``i``-th (background, camera) pair, so every case has its own start pose.
+  """
+  out = []
+  for field in ("backgrounds", "cameras", "simulations"):
+    if not len(split_config[field]):
+      fail(f"splits.{split}.{field}", "a non-empty list", split_config[field])
+  for kind in split_config.cameras:
+    check_choice(f"splits.{split}.cameras", kind, scene.CAMERA_KINDS)
+  pairs = list(itertools.product(split_config.backgrounds, split_config.cameras))
+  for (bg, kind), sim in itertools.product(pairs, split_config.simulations):
+    out.append(Case(split, int(bg), str(kind),
+                     int(split_config.camera_seed_base + pairs.index((bg, kind))), int(sim)))
+  return out
+
+
+def case_example(case: Case, scene_config) -> dict:
+  """The world example of a case (numpy arrays; deterministic)."""
+  cam_config = dataclasses.replace(scene_config, camera_kinds=(case.camera_kind,))
+  sc = scene.Scene(scene.sample_camera(jax.random.key(case.camera_seed), cam_config),
+                   scene.sample_objects(jax.random.key(case.objects_seed), scene_config),
+                   scene.sample_background(jax.random.key(case.background_seed)))
+  ex = dataset.example_from_scene(sc, scene_config)
+  return {k: np.asarray(v) for k, v in ex.items()}
