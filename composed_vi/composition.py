@@ -12,14 +12,13 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
-from composed_vi import paths
+from composed_vi import paths, pytree
 from composed_vi.errors import check_finite, fail
 from composed_vi.experts import Expert
 
 
-@struct.dataclass
+@pytree.dataclass
 class ComposedTarget:
   """A weighted product of experts. Build it with :func:`compose`.
 
@@ -39,7 +38,7 @@ class ComposedTarget:
 
   experts: tuple
   weights: tuple
-  scalar_weights: bool = struct.field(pytree_node=False, default=True)
+  scalar_weights: bool = pytree.field(pytree_node=False, default=True)
   repulsion_mask: Any = None
   pinned_mask: Any = None
 

@@ -5,7 +5,7 @@ The protocol (METHOD.md section 2): an expert has an event ``shape`` and returns
 ``t``. Score, ``x0_hat`` and ``eps_hat`` derive from it (:mod:`composed_vi.paths`). Analytic
 experts also expose their exact score and energy (``log_prob``), which MALA uses.
 
-Experts are pytrees (flax.struct dataclasses), so they can be passed through ``jax.jit``.
+Experts are pytrees (frozen dataclasses, :mod:`composed_vi.pytree`): they pass through jit.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
-from composed_vi import paths
+from composed_vi import paths, pytree
 from composed_vi.errors import check_choice, check_finite, fail
 
 
@@ -61,7 +60,7 @@ def _as_shape(shape) -> tuple[int, ...]:
   return tuple(int(s) for s in shape)
 
 
-@struct.dataclass
+@pytree.dataclass
 class GaussianMixture(Expert):
   """Isotropic Gaussian mixture ``sum_k w_k N(mu_k, std_k^2 I)`` with exact noisy marginals.
 
@@ -183,13 +182,13 @@ def Context(context, sigma: float = 0.1, visibility=None) -> GaussianMixture:  #
   return Gaussian(context, sigma, support=visibility)
 
 
-@struct.dataclass
+@pytree.dataclass
 class ClassifierFreeGuidance(Expert):
   """CFG inside an expert: ``v = v_uncond + scale * (v_cond - v_uncond)``."""
 
   conditional: Any
   unconditional: Any
-  scale: float = struct.field(pytree_node=False, default=1.0)
+  scale: float = pytree.field(pytree_node=False, default=1.0)
 
   @property
   def shape(self):
@@ -205,12 +204,12 @@ class ClassifierFreeGuidance(Expert):
     return vu + self.scale * (vc - vu)
 
 
-@struct.dataclass
+@pytree.dataclass
 class FunctionExpert(Expert):
   """Wraps a callable ``velocity_fn(x, t) -> v`` (e.g. a jitted backbone) as an expert."""
 
-  velocity_fn: Callable = struct.field(pytree_node=False)
-  event_shape: tuple = struct.field(pytree_node=False)
+  velocity_fn: Callable = pytree.field(pytree_node=False)
+  event_shape: tuple = pytree.field(pytree_node=False)
   support: Any = None
 
   @property
@@ -224,7 +223,7 @@ class FunctionExpert(Expert):
 PREDICTIONS = ("eps", "x0", "v")
 
 
-@struct.dataclass
+@pytree.dataclass
 class VPAdapter(Expert):
   """Adapts a model trained on a variance-preserving path to our flow convention.
 
@@ -234,9 +233,9 @@ class VPAdapter(Expert):
   eps-prediction is singular at ``t = 1`` and x0-prediction at ``t = 0``, as for any sampler.
   """
 
-  predict_fn: Callable = struct.field(pytree_node=False)
-  prediction: str = struct.field(pytree_node=False)
-  event_shape: tuple = struct.field(pytree_node=False)
+  predict_fn: Callable = pytree.field(pytree_node=False)
+  prediction: str = pytree.field(pytree_node=False)
+  event_shape: tuple = pytree.field(pytree_node=False)
   support: Any = None
 
   def __post_init__(self):

@@ -9,10 +9,15 @@ checkpoints in assets/backbones/<kind> were made by the first line for each kind
 
 import ml_collections
 
+KINDS = ("t2v", "i2v", "sim2v", "cam2v")
+
 
 def get_config(arg=None):
   parts = [p for p in (arg or "i2v").split(",") if p]
   kind = parts[0] if parts and parts[0] != "smoke" else "i2v"
+  if kind not in KINDS or any(p not in KINDS + ("smoke",) for p in parts):
+    raise ValueError(f"config argument: expected a kind of {KINDS} and optionally ',smoke', "
+                     f"got {arg!r}")
   c = ml_collections.ConfigDict()
   c.experiment = "train_tiny"
   c.kind = kind

@@ -72,12 +72,21 @@ def config_diff(old: dict, new: dict, ignore=RESUMABLE_FIELDS) -> list[str]:
   return diffs
 
 
+#: ``config.sampler.mala`` as a flag gives it -> LangevinOptions.mala.
+_MALA = {"auto": "auto", "true": True, "false": False}
+
+
 def sampler_options(config) -> dict:
-  """``config.num_levels`` plus the set (non-None) fields of ``config.sampler``."""
+  """``config.num_levels`` plus the set (non-None) fields of ``config.sampler`` (every option
+  of the method's options dataclass can be set there; ``configs/common.py``)."""
   opts = {k: v for k, v in config.sampler.to_dict().items() if v is not None}
   opts["num_levels"] = config.num_levels
   if "levels" in opts:
     opts["levels"] = tuple(opts["levels"])
+  if isinstance(opts.get("mala"), str):
+    mala = opts["mala"]
+    opts["mala"] = check_choice("sampler.mala", mala.lower(), tuple(_MALA)) and _MALA[
+        mala.lower()]
   return opts
 
 

@@ -26,15 +26,15 @@ import optax
 from absl import logging
 
 from composed_vi import io, paths
-from composed_vi.errors import check_choice, check_positive_float, check_positive_int
+from composed_vi.errors import check_choice, check_positive_float, check_positive_int, fail
 from composed_vi.lab import runner
 from composed_vi.lab.checkpoint import Checkpoints
+from composed_vi.models.wan_expert import PREDICTIONS
 from composed_vi.world import backbones as tb
+from composed_vi.world import controls, dataset, scene
 
 
 def spec_from_config(config) -> tb.TinySpec:
-  from composed_vi.world import controls
-
   m = config.model
   return tb.TinySpec(kind=config.kind, dim=m.dim, num_heads=m.num_heads,
                      num_layers=m.num_layers, ffn_dim=m.ffn_dim,
@@ -44,16 +44,12 @@ def spec_from_config(config) -> tb.TinySpec:
 
 
 def world_config(config):
-  from composed_vi.world import scene
-
   return scene.SceneConfig(num_frames=config.data.num_frames, height=config.data.height,
                            width=config.data.width)
 
 
 def render_dataset(config, num: int, seed: int) -> dict:
   """``num`` world examples as numpy arrays (rendered in jitted chunks)."""
-  from composed_vi.world import dataset
-
   wcfg = world_config(config)
   chunk = 32
   render = jax.jit(lambda k: dataset.batch(k, chunk, wcfg))
@@ -72,13 +68,9 @@ def validate(config):
     check_positive_int(name, config[name])
   check_positive_int("data.num_examples", config.data.num_examples)
   check_positive_float("learning_rate", config.learning_rate)
-  from composed_vi.models.wan_expert import PREDICTIONS
-
   check_choice("model.prediction", config.model.prediction, PREDICTIONS)
   check_positive_float("model.sigma_data", config.model.sigma_data)
   if config.batch_size > config.data.num_examples:
-    from composed_vi.errors import fail
-
     fail("batch_size", f"at most data.num_examples = {config.data.num_examples}",
          config.batch_size)
   spec = spec_from_config(config)

@@ -19,9 +19,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
-from composed_vi import paths
+from composed_vi import paths, pytree
 from composed_vi.errors import check_choice, check_finite, check_positive_float, fail
 from composed_vi.experts import Expert
 
@@ -31,7 +30,7 @@ PREDICTIONS = ("velocity", "x0", "x0_precond")
 NUM_TRAIN_TIMESTEPS = 1000
 
 
-@struct.dataclass
+@pytree.dataclass
 class WanExpert(Expert):
   """A Wan DiT (or the Wan2.2 pair of DiTs) as an expert.
 
@@ -62,16 +61,16 @@ class WanExpert(Expert):
   control_scale: Any = None
   params_low: Any = None
   support: Any = None
-  model_fn: Callable = struct.field(pytree_node=False, default=None)
-  model_fn_low: Callable = struct.field(pytree_node=False, default=None)
-  event_shape: tuple = struct.field(pytree_node=False, default=())
-  guidance_scale: float = struct.field(pytree_node=False, default=1.0)
-  boundary: float = struct.field(pytree_node=False, default=0.0)
+  model_fn: Callable = pytree.field(pytree_node=False, default=None)
+  model_fn_low: Callable = pytree.field(pytree_node=False, default=None)
+  event_shape: tuple = pytree.field(pytree_node=False, default=())
+  guidance_scale: float = pytree.field(pytree_node=False, default=1.0)
+  boundary: float = pytree.field(pytree_node=False, default=0.0)
   #: what the network predicts: "velocity" (Wan), "x0" (converted: ``v = (x - x0) / t``) or
   #: "x0_precond" (``x0 = c_skip x + c_out F``, :func:`composed_vi.paths.preconditioning`).
-  prediction: str = struct.field(pytree_node=False, default="velocity")
+  prediction: str = pytree.field(pytree_node=False, default="velocity")
   #: data standard deviation of the "x0_precond" parameterisation.
-  sigma_data: float = struct.field(pytree_node=False, default=0.5)
+  sigma_data: float = pytree.field(pytree_node=False, default=0.5)
 
   @property
   def shape(self):

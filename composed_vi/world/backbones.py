@@ -31,6 +31,7 @@ from composed_vi import io
 from composed_vi.errors import check_choice, fail
 from composed_vi.models import wan_expert
 from composed_vi.models.wan import transformer as wan
+from composed_vi.world import controls
 
 KINDS = ("t2v", "i2v", "sim2v", "cam2v")
 _CONDITION_CHANNELS = {"t2v": 0, "i2v": 4, "sim2v": 4, "cam2v": 6}
@@ -107,8 +108,6 @@ def condition(spec: TinySpec, example: dict):
   plucker = jnp.asarray(example["plucker"], jnp.float32)
   if not spec.camera_rope:
     return plucker
-  from composed_vi.world import controls
-
   intr = jnp.asarray(example["intrinsics"], jnp.float32)
   extr = jnp.asarray(example["extrinsics"], jnp.float32)
   height, width = plucker.shape[-3], plucker.shape[-2]

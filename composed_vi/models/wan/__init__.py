@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from composed_vi.models.wan import convert_transformer, convert_vae
+
 
 def from_diffusers(module):
   """Converts a diffusers Wan module into our JAX model and parameters.
@@ -19,12 +21,8 @@ def from_diffusers(module):
   """
   name = type(module).__name__
   if name in ("WanTransformer3DModel", "WanVACETransformer3DModel"):
-    from composed_vi.models.wan import convert_transformer
-
     return convert_transformer.from_diffusers(module)
   if name == "AutoencoderKLWan":
-    from composed_vi.models.wan import convert_vae
-
     return convert_vae.from_diffusers(module)
   raise TypeError(
       "module: expected a diffusers WanTransformer3DModel, WanVACETransformer3DModel or "
