@@ -10,9 +10,8 @@ from composed_vi import samplers
 from composed_vi.lab import launcher, runner
 from composed_vi.sampling import build_options
 from composed_vi.world import demo
-from configs import common
+from configs import common, gmm_product
 from configs import evaluate as evaluate_config
-from configs import gmm_product
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 #: Not config fields: ``num_levels`` is top-level, ``reward`` is a callable.

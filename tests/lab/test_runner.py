@@ -15,6 +15,8 @@ from composed_vi.errors import ConfigError
 from composed_vi.lab import runner
 from configs import gmm_product
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 def smoke(**changes):
   config = gmm_product.get_config("smoke")
@@ -181,7 +183,7 @@ def test_sharded_kernel_has_one_nxn_psum_and_no_all_gather():
              JAX_PLATFORMS="cpu")
   out = subprocess.run([sys.executable, "-c", _HLO_CHECK], env=env, capture_output=True,
                        text=True, timeout=300,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                       cwd=ROOT)
   assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
 
 

@@ -8,6 +8,8 @@ import sys
 from composed_vi.lab import exact_study
 from configs import exact_targets
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 def _tiny_config():
   c = exact_targets.get_config("smoke")
@@ -42,7 +44,7 @@ def test_entry_point_refuses_misspelt_field(tmp_path):
       [sys.executable, "-m", "experiments.main",
        "--config=configs/exact_targets.py:smoke", f"--workdir={tmp_path}",
        "--config.num_levelz=3"],
-      capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)),
+      capture_output=True, text=True, cwd=ROOT,
       timeout=300)
   assert proc.returncode != 0
   assert "num_levelz" in proc.stderr
