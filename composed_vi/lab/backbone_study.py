@@ -62,7 +62,7 @@ def run(backbones: dict, num_scenes: int = 8, num_particles: int = 2, num_levels
   floor = {m: [] for m in METRICS}
   for s in range(num_scenes):
     sampled = scene.sample_scene(jax.random.key(seed + s), wcfg)
-    ex, rev = ({k: np.asarray(v) for k, v in dataset.example_from_scene(sc, wcfg).items()}
+    ex, rev = (dataset.to_numpy(dataset.example_from_scene(sc, wcfg))
                for sc in (sampled, scene.reverse_camera(sampled)))
 
     def measure(video, m, ex=ex, rev=rev):
@@ -71,7 +71,7 @@ def run(backbones: dict, num_scenes: int = 8, num_particles: int = 2, num_levels
       return getattr(world_metrics, m)(video, ex)
 
     for m in METRICS:
-      floor[m].append(measure(ex["video"], m))
+      floor[m].append(measure(ex.video, m))
     for k, (spec, params) in loaded.items():
       e = tb.expert(spec, params, ex, fn=fns[k])
       x, _ = sample(jax.random.key(s), e, num_particles, "ode", num_levels=num_levels)

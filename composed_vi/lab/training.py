@@ -48,18 +48,22 @@ def world_config(config):
                            width=config.data.width)
 
 
-def render_dataset(config, num: int, seed: int) -> dict:
-  """``num`` world examples as numpy arrays (rendered in jitted chunks)."""
+#: The fields of the world examples that training reads (the others are not kept in memory).
+TRAINING_FIELDS = ("video", "first_frame", "sim_rgba", "plucker", "caption_tokens", "intrinsics",
+                   "extrinsics")
+
+
+def render_dataset(config, num: int, seed: int) -> dataset.Example:
+  """``num`` world examples as numpy arrays (rendered in jitted chunks); the fields training
+  does not read are ``None``."""
   wcfg = world_config(config)
   chunk = 32
-  render = jax.jit(lambda k: dataset.batch(k, chunk, wcfg))
-  parts = []
-  for i in range(0, num, chunk):
-    out = render(jax.random.fold_in(jax.random.key(seed), i))
-    parts.append({k: np.asarray(v) for k, v in out.items()
-                  if k in ("video", "first_frame", "sim_rgba", "plucker", "caption_tokens",
-                           "intrinsics", "extrinsics")})
-  return {k: np.concatenate([p[k] for p in parts])[:num] for k in parts[0]}
+  keep = lambda ex: dataset.Example(**{  # noqa: E731
+      f: ex[i] if f in TRAINING_FIELDS else None for i, f in enumerate(dataset.Example._fields)})
+  render = jax.jit(lambda k: keep(dataset.batch(k, chunk, wcfg)))
+  parts = [jax.device_get(render(jax.random.fold_in(jax.random.key(seed), i)))
+           for i in range(0, num, chunk)]
+  return jax.tree.map(lambda *xs: np.concatenate(xs)[:num], *parts)
 
 
 def validate(config):
@@ -87,8 +91,8 @@ def train(config, workdir: str) -> dict:
 
   data = render_dataset(config, config.data.num_examples, config.data.seed)
   cond_all = None if spec.kind == "t2v" else np.asarray(tb.condition(spec, data))
-  ctx_all = np.asarray(tb.text_context(spec, data["caption_tokens"]))
-  video_all = data["video"].astype(np.float32)
+  ctx_all = np.asarray(tb.text_context(spec, data.caption_tokens))
+  video_all = data.video.astype(np.float32)
   # A fingerprint of the rendered data: a retraining reproduces a checkpoint only on equal data.
   data_sha256 = hashlib.sha256(video_all.tobytes()).hexdigest()
   logging.info("data: %d examples, video %s, sha256 %s", video_all.shape[0],

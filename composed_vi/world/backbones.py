@@ -31,7 +31,7 @@ from composed_vi import io
 from composed_vi.errors import check_choice, fail
 from composed_vi.models import wan_expert
 from composed_vi.models.wan import transformer as wan
-from composed_vi.world import controls
+from composed_vi.world import controls, dataset
 
 KINDS = ("t2v", "i2v", "sim2v", "cam2v")
 _CONDITION_CHANNELS = {"t2v": 0, "i2v": 4, "sim2v": 4, "cam2v": 6}
@@ -92,24 +92,24 @@ def text_context(spec: TinySpec, tokens) -> jax.Array:
   return jnp.asarray(spec.text_table())[tokens]
 
 
-def condition(spec: TinySpec, example: dict):
+def condition(spec: TinySpec, example: dataset.Example):
   """The condition channels ``(..., T, H, W, C_cond)`` of a world example (or a batch)."""
   if spec.kind == "t2v":
     return None
   if spec.kind == "i2v":
-    video = example["video"]
-    first = example["first_frame"]
+    video = example.video
+    first = example.first_frame
     frame0 = jnp.zeros(video.shape, jnp.float32)
     frame0 = frame0.at[..., 0, :, :, :].set(first)
     mask = jnp.zeros(video.shape[:-1] + (1,), jnp.float32).at[..., 0, :, :, :].set(1.0)
     return jnp.concatenate([frame0, mask], axis=-1)
   if spec.kind == "sim2v":
-    return jnp.asarray(example["sim_rgba"], jnp.float32)
-  plucker = jnp.asarray(example["plucker"], jnp.float32)
+    return jnp.asarray(example.sim_rgba, jnp.float32)
+  plucker = jnp.asarray(example.plucker, jnp.float32)
   if not spec.camera_rope:
     return plucker
-  intr = jnp.asarray(example["intrinsics"], jnp.float32)
-  extr = jnp.asarray(example["extrinsics"], jnp.float32)
+  intr = jnp.asarray(example.intrinsics, jnp.float32)
+  extr = jnp.asarray(example.extrinsics, jnp.float32)
   height, width = plucker.shape[-3], plucker.shape[-2]
   one = lambda k, e: controls.first_frame_coordinates(k, e, height, width)  # noqa: E731
   batch = extr.shape[:-3]
@@ -159,11 +159,11 @@ def load(folder: str) -> tuple[TinySpec, nnx.State]:
   return spec, nnx.from_flat_state(flat)
 
 
-def expert(spec: TinySpec, params, example: dict, *, guidance_scale: float = 1.0,
+def expert(spec: TinySpec, params, example: dataset.Example, *, guidance_scale: float = 1.0,
            support=None, fn=None):
   """A :class:`composed_vi.models.wan_expert.WanExpert` conditioned on one world example."""
-  shape = tuple(example["video"].shape)
-  tokens = example["caption_tokens"]
+  shape = tuple(example.video.shape)
+  tokens = example.caption_tokens
   negative = np.zeros_like(np.asarray(tokens)) if guidance_scale != 1.0 else None
   return wan_expert.make_expert(
       spec.wan_config(), shape, params=params, model_fn=fn or model_fn(spec),

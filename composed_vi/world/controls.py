@@ -8,7 +8,7 @@ visibility mask ``V`` that is 1 where some first-frame point lands and is not oc
 from __future__ import annotations
 
 import re
-from typing import Mapping, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -52,21 +52,21 @@ CAPTION_LENGTH = 20
 _IDS = {word: i for i, word in enumerate(VOCAB)}
 
 
-def caption(codes: Mapping) -> str:
+def caption(codes) -> str:
   """The caption of a scene's codes, e.g. ``"a red ball bounces, camera pans left"``.
 
   Args:
-    codes: a mapping (an example of :func:`composed_vi.world.dataset.render_example`) with
-      ``camera_kind`` ``()``, and ``shapes``, ``colours``, ``motion_kinds``, ``object_valid``
-      ``(O,)``.
+    codes: an example (:class:`composed_vi.world.dataset.Example`), or anything with its
+      fields ``camera_kind`` ``()``, and ``shapes``, ``colours``, ``motion_kinds``,
+      ``object_valid`` ``(O,)``.
   """
-  valid = np.asarray(codes["object_valid"]).astype(bool)
-  shapes = np.asarray(codes["shapes"])
-  colours = np.asarray(codes["colours"])
-  motions = np.asarray(codes["motion_kinds"])
+  valid = np.asarray(codes.object_valid).astype(bool)
+  shapes = np.asarray(codes.shapes)
+  colours = np.asarray(codes.colours)
+  motions = np.asarray(codes.motion_kinds)
   parts = [f"a {COLOUR_NAMES[int(c)]} {SHAPE_WORDS[int(s)]} {MOTION_VERBS[int(m)][int(s)]}"
            for ok, s, c, m in zip(valid, shapes, colours, motions) if ok]
-  return " and ".join(parts) + ", " + CAMERA_PHRASES[int(np.asarray(codes["camera_kind"]))]
+  return " and ".join(parts) + ", " + CAMERA_PHRASES[int(np.asarray(codes.camera_kind))]
 
 
 def tokenize(text: str, length: int = CAPTION_LENGTH) -> np.ndarray:

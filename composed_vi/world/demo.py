@@ -38,10 +38,10 @@ def scene_config(config):
                            width=config.world.width)
 
 
-def scene_example(config) -> dict:
+def scene_example(config) -> dataset.Example:
   """The example of the demo's scene (``config.world.scene_seed``), as numpy arrays."""
   ex = dataset.render_example(jax.random.key(config.world.scene_seed), scene_config(config))
-  return {k: np.asarray(v) for k, v in ex.items()}
+  return dataset.to_numpy(ex)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +119,7 @@ def load_backbones(folders: dict, kinds=BACKBONES, field: str = "backbones") -> 
   return out
 
 
-def build_target(example: dict, backbones: dict, composition: Composition, fns=None,
+def build_target(example: dataset.Example, backbones: dict, composition: Composition, fns=None,
                  context: bool = True):
   """The composed target of one world example: image backbone everywhere, camera backbone on
   the background, simulation backbone on the dilated object region, plus the context expert
@@ -130,7 +130,7 @@ def build_target(example: dict, backbones: dict, composition: Composition, fns=N
   ``{kind: model_fn}`` (reuse them across examples so that jitted samplers are not
   recompiled); ``context=False`` (or ``context_weight = 0``) leaves the context out.
   """
-  region = dilate(np.asarray(example["object_region"]), composition.object_dilation, axes=(1, 2))
+  region = dilate(np.asarray(example.object_region), composition.object_dilation, axes=(1, 2))
   exps = []
   for name in BACKBONES:
     spec, params = backbones[name]
@@ -146,17 +146,17 @@ def build_target(example: dict, backbones: dict, composition: Composition, fns=N
   # cache would also pin the objects at their first-frame places against the simulation.
   # Frame 0 is the first frame itself, which the controls specify exactly: all of it. These
   # are the pixels the controls give exactly (the target's pinned_mask), context or not.
-  visibility = np.asarray(example["background_visibility"], np.float32) * (1.0 - region)
+  visibility = np.asarray(example.background_visibility, np.float32) * (1.0 - region)
   visibility[0] = 1.0
   if context and composition.context_weight > 0:
-    context = np.array(example["background_context"], np.float32)
-    context[0] = example["first_frame"]
+    context = np.array(example.background_context, np.float32)
+    context[0] = example.first_frame
     exps.append(experts.Context(context, composition.context_sigma, visibility=visibility))
     weights.append(composition.context_weight)
   # Where no control specifies the video (Ctrl-VI's feature_map='target_mask' keeps the
   # particles apart there): not seen by the 3D context, outside the object region, after
   # frame 0.
-  free = (1.0 - np.asarray(example["background_visibility"], np.float32)) * (1.0 - region)
+  free = (1.0 - np.asarray(example.background_visibility, np.float32)) * (1.0 - region)
   free[0] = 0.0
   try:
     return compose(exps, weights, repulsion_mask=free, normalize=composition.normalize_weights,
@@ -165,11 +165,11 @@ def build_target(example: dict, backbones: dict, composition: Composition, fns=N
     raise ConfigError(f"demo: {e}") from None
 
 
-def evaluate(example: dict, samples: np.ndarray) -> dict:
+def evaluate(example: dataset.Example, samples: np.ndarray) -> dict:
   """Per-particle control errors against the scene's ground truth (means over particles)."""
-  video = example["video"]
+  video = example.video
   # Background seen in the first frame (the 3D cache), outside every object.
-  vis = example["visibility"] * (1 - example["object_region"])
+  vis = example.visibility * (1 - example.object_region)
   bg = np.sum(np.abs(samples - video[None]) * vis[None]) / max(
       np.sum(vis) * samples.shape[0] * 3, 1.0)
   return dict(

@@ -17,7 +17,7 @@ from composed_vi.world.masks import dilate
 
 def first_frame_l1(video, example) -> float:
   """Mean absolute error of frame 0 against the given first frame."""
-  return float(np.mean(np.abs(np.asarray(video)[0] - example["first_frame"])))
+  return float(np.mean(np.abs(np.asarray(video)[0] - example.first_frame)))
 
 
 def object_positions(video, example) -> np.ndarray:
@@ -28,11 +28,11 @@ def object_positions(video, example) -> np.ndarray:
   """
   video = np.asarray(video, np.float32)
   t, h, w, _ = video.shape
-  masks = example["masks"]
-  gt = example["video"]
+  masks = example.masks
+  gt = example.video
   vv, uu = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing="ij")
   out = np.full((t, masks.shape[-1], 2), np.nan, np.float32)
-  for o in np.flatnonzero(example["object_valid"]):
+  for o in np.flatnonzero(example.object_valid):
     for f in range(t):
       m = masks[f, :, :, o] > 0.5
       area = int(m.sum())
@@ -48,26 +48,26 @@ def object_positions(video, example) -> np.ndarray:
 def track_error_px(video, example) -> float:
   """Mean distance in pixels between the estimated object centres and the simulation's 2-D
   tracks, over frames where the object is visible. The estimator's own floor is
-  ``track_error_px(example["video"], example)`` (the ground-truth video)."""
+  ``track_error_px(example.video, example)`` (the ground-truth video)."""
   est = object_positions(video, example)
-  vis = example["track_visible"].astype(bool) & example["object_valid"].astype(bool)[None, :]
+  vis = example.track_visible.astype(bool) & example.object_valid.astype(bool)[None, :]
   ok = vis & np.all(np.isfinite(est), -1)
   if not ok.any():
     return float("nan")
-  return float(np.mean(np.linalg.norm(est[ok] - example["tracks"][ok], axis=-1)))
+  return float(np.mean(np.linalg.norm(est[ok] - example.tracks[ok], axis=-1)))
 
 
 def background_l1(video, example) -> float:
   """Mean absolute error against the ground truth on the background (no object) pixels."""
-  bg = 1.0 - example["object_region"]
-  return float(np.sum(np.abs(np.asarray(video) - example["video"]) * bg)
+  bg = 1.0 - example.object_region
+  return float(np.sum(np.abs(np.asarray(video) - example.video) * bg)
                / max(float(np.sum(bg)) * 3, 1.0))
 
 
 def object_l1(video, example) -> float:
   """Mean absolute error against the ground truth on the object pixels."""
-  region = example["object_region"]
-  return float(np.sum(np.abs(np.asarray(video) - example["video"]) * region)
+  region = example.object_region
+  return float(np.sum(np.abs(np.asarray(video) - example.video) * region)
                / max(float(np.sum(region)) * 3, 1.0))
 
 
@@ -78,11 +78,11 @@ def static_background(example, margin: int = 1) -> np.ndarray:
   """``(T, H, W)`` bool: pixels whose centre ray hits the static scene (floor or wall, not the
   sky) and that are at least ``margin`` pixels away from every object (the anti-aliased RGB of
   a pixel next to an object mixes in the object's colour, and objects move)."""
-  objects = np.asarray(example["object_region"])[..., 0] > 0.5
-  return (np.asarray(example["depth"]) > 0) & ~dilate(objects, margin)
+  objects = np.asarray(example.object_region)[..., 0] > 0.5
+  return (np.asarray(example.depth) > 0) & ~dilate(objects, margin)
 
 
-def _masked_l1(a, b, mask) -> float:
+def masked_l1(a, b, mask) -> float:
   """Mean absolute difference over the pixels of ``mask`` ``(..., H, W)`` and the 3 channels
   (NaN when the mask is empty)."""
   mask = np.asarray(mask, bool)
@@ -98,9 +98,9 @@ def _masked_l1(a, b, mask) -> float:
 def camera_background_error(video, example, margin: int = 1) -> float:
   """Camera/background error (issue 6): mean absolute error (RGB units of [-1, 1], so 0 to 2)
   of frames ``1..T-1`` of ``video`` ``(T, H, W, 3)`` against the ground-truth rendering
-  ``example["video"]`` on the static background the first frame saw.
+  ``example.video`` on the static background the first frame saw.
 
-  The pixels are those of ``example["background_visibility"]`` (the first frame's background
+  The pixels are those of ``example.background_visibility`` (the first frame's background
   lifted to 3D and splatted along the camera path, so a wrong camera motion moves the
   background away from them) that are also :func:`static_background` in that frame (no object
   within ``margin`` pixels; objects are measured by :func:`track_error_px`). Frame 0 is the
@@ -108,10 +108,10 @@ def camera_background_error(video, example, margin: int = 1) -> float:
   truth scores exactly 0; NaN when no pixel qualifies.
   """
   video = np.asarray(video, np.float32)
-  mask = (np.asarray(example["background_visibility"])[..., 0] > 0.5) & static_background(
+  mask = (np.asarray(example.background_visibility)[..., 0] > 0.5) & static_background(
       example, margin)
   frames = slice(1, None) if video.shape[0] > 1 else slice(None)
-  return _masked_l1(video[frames], np.asarray(example["video"])[frames], mask[frames])
+  return masked_l1(video[frames], np.asarray(example.video)[frames], mask[frames])
 
 
 # ----------------------------------------------------------------------------- 3D consistency
@@ -149,9 +149,9 @@ def reproject(example, source: int, target: int, depth_tolerance: float = 0.05,
     ``(index, weights, valid)``: ``(H, W, 4)`` int flat pixel indices into ``target``, their
     ``(H, W, 4)`` bilinear weights, and ``(H, W)`` bool co-visibility.
   """
-  depth = np.asarray(example["depth"], np.float64)
-  K = np.asarray(example["intrinsics"], np.float64)
-  extr = np.asarray(example["extrinsics"], np.float64)
+  depth = np.asarray(example.depth, np.float64)
+  K = np.asarray(example.intrinsics, np.float64)
+  extr = np.asarray(example.extrinsics, np.float64)
   _, h, w = depth.shape
   background = static_background(example, margin)
   uv, z = _project(K, extr[target], _unproject(K, extr[source], depth[source]))
@@ -204,7 +204,7 @@ def _consistency_pairs(example, reference, depth_tolerance, margin):
   if reference not in ("first", "previous"):
     raise ValueError(f"reference: expected 'first' or 'previous', got {reference!r}")
   pairs = []
-  for t in range(1, np.asarray(example["depth"]).shape[0]):
+  for t in range(1, np.asarray(example.depth).shape[0]):
     other = 0 if reference == "first" else t - 1
     index, weights, valid = reproject(example, t, other, depth_tolerance, margin)
     if valid.any():
@@ -237,7 +237,7 @@ def camera_following(video, example, reversed_example, depth_tolerance: float = 
   scores about +0.1 on the default world, its reversed rendering the negative of a similar
   value. NaN for a static camera (reversing it changes nothing) or when no pixel is co-visible.
   """
-  if np.allclose(np.asarray(example["extrinsics"]), np.asarray(reversed_example["extrinsics"])):
+  if np.allclose(np.asarray(example.extrinsics), np.asarray(reversed_example.extrinsics)):
     return float("nan")
   own = consistency_3d(video, example, "first", depth_tolerance, margin)
   other = consistency_3d(video, reversed_example, "first", depth_tolerance, margin)
@@ -249,9 +249,9 @@ def camera_following(video, example, reversed_example, depth_tolerance: float = 
 
 def unspecified_region(example) -> np.ndarray:
   """``(T, H, W, 1)`` float {0, 1}: pixels no control specifies, neither seen in the 3D cache
-  of the first frame (``example["visibility"]``) nor covered by an object (whose appearance
+  of the first frame (``example.visibility``) nor covered by an object (whose appearance
   and motion the first frame and the simulation give)."""
-  seen = np.maximum(np.asarray(example["visibility"]), np.asarray(example["object_region"]))
+  seen = np.maximum(np.asarray(example.visibility), np.asarray(example.object_region))
   return (1.0 - seen).astype(np.float32)
 
 
@@ -372,7 +372,7 @@ def validity(video, example, thresholds=None, track_floor=None) -> dict:
   limits = dict(VALIDITY_THRESHOLDS)
   limits.update(thresholds or {})
   if track_floor is None:
-    track_floor = track_error_px(example["video"], example)
+    track_floor = track_error_px(example.video, example)
   track = track_error_px(video, example)
   background = camera_background_error(video, example)
   out = {
@@ -407,7 +407,7 @@ def all_metrics(videos, example, thresholds=None) -> dict:
   if videos.ndim != 5:
     raise ValueError(f"videos: expected (N, T, H, W, 3), got shape {videos.shape}")
   pairs = _consistency_pairs(example, "first", 0.05, 1)
-  floor = track_error_px(example["video"], example)
+  floor = track_error_px(example.video, example)
   per = {m: [] for m in ("first_frame_l1", "track_error_px", "camera_background_error",
                          "consistency_3d", "background_l1", "object_l1")}
   valid = {k: [] for k in ("first_frame", "track", "background", "valid_all")}
@@ -426,6 +426,6 @@ def all_metrics(videos, example, thresholds=None) -> dict:
   out["diversity"] = diversity(videos, example)
   out["diversity_everywhere"] = diversity_everywhere(videos)
   out["track_error_floor_px"] = float(floor)
-  out["consistency_3d_floor"] = _consistency_score(np.asarray(example["video"]), pairs)
+  out["consistency_3d_floor"] = _consistency_score(np.asarray(example.video), pairs)
   out["num_particles"] = float(videos.shape[0])
   return out

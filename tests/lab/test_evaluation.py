@@ -46,8 +46,8 @@ def test_case_example_is_deterministic_and_has_its_camera_kind():
   scene_config = world_demo.scene_config(config)
   a = ev.case_example(case, scene_config)
   b = ev.case_example(case, scene_config)
-  np.testing.assert_array_equal(a["video"], b["video"])
-  assert int(a["camera_kind"]) == scene.CAMERA_KINDS.index(case.camera_kind)
+  np.testing.assert_array_equal(a.video, b.video)
+  assert int(a.camera_kind) == scene.CAMERA_KINDS.index(case.camera_kind)
 
 
 def test_bootstrap_interval_known_answers():

@@ -74,7 +74,7 @@ def test_first_frame_coordinates_are_where_the_renderer_saw_the_room(examples):
   pixel's coordinates are its rendered 3D point (ground-truth depth) projected into frame 0."""
   grid = _grid(CFG.num_frames, CFG.height, CFG.width)[0]
   for kind, ex in examples.items():
-    coords = np.asarray(controls.first_frame_coordinates(ex["intrinsics"], ex["extrinsics"],
+    coords = np.asarray(controls.first_frame_coordinates(ex.intrinsics, ex.extrinsics,
                                                          CFG.height, CFG.width))
     assert coords.shape == (CFG.num_frames, CFG.height, CFG.width, 2)
     np.testing.assert_allclose(coords[0], grid[0], atol=1e-4)
@@ -82,13 +82,13 @@ def test_first_frame_coordinates_are_where_the_renderer_saw_the_room(examples):
       np.testing.assert_allclose(coords, grid, atol=1e-4)
       continue
     assert np.abs(coords[-1] - grid[-1]).max() > 1.0, kind  # the camera moved
-    K = ex["intrinsics"]
+    K = ex.intrinsics
     pix = np.concatenate([grid[0][..., ::-1], np.ones((CFG.height, CFG.width, 1))], -1)
     for t in range(1, CFG.num_frames):
-      R, tr = ex["extrinsics"][t, :, :3], ex["extrinsics"][t, :, 3]
-      points = (ex["depth"][t, ..., None] * (pix @ np.linalg.inv(K).T) - tr) @ R
-      seen, z = (np.asarray(a) for a in controls.project(K, ex["extrinsics"][0], points))
-      background = (ex["object_ids"][t] < 0) & (z > 0)
+      R, tr = ex.extrinsics[t, :, :3], ex.extrinsics[t, :, 3]
+      points = (ex.depth[t, ..., None] * (pix @ np.linalg.inv(K).T) - tr) @ R
+      seen, z = (np.asarray(a) for a in controls.project(K, ex.extrinsics[0], points))
+      background = (ex.object_ids[t] < 0) & (z > 0)
       np.testing.assert_allclose(coords[t][background], seen[..., ::-1][background], atol=2e-3)
 
 
@@ -100,11 +100,10 @@ def test_camera_backbone_condition_carries_the_positions(examples):
   ex = examples["orbit"]
   one = np.asarray(tb.condition(spec, ex))
   assert one.shape == (CFG.num_frames, CFG.height, CFG.width, 8)
-  np.testing.assert_array_equal(one[..., :6], ex["plucker"])
+  np.testing.assert_array_equal(one[..., :6], ex.plucker)
   np.testing.assert_allclose(one[..., 6:], controls.first_frame_coordinates(
-      ex["intrinsics"], ex["extrinsics"], CFG.height, CFG.width), atol=1e-6)
-  both = {k: np.stack([examples["static"][k], ex[k]]) for k in ("plucker", "intrinsics",
-                                                               "extrinsics")}
+      ex.intrinsics, ex.extrinsics, CFG.height, CFG.width), atol=1e-6)
+  both = jax.tree.map(lambda a, b: np.stack([a, b]), examples["static"], ex)
   batched = np.asarray(tb.condition(spec, both))
   np.testing.assert_allclose(batched[1], one, atol=1e-6)
   np.testing.assert_allclose(batched[0], tb.condition(spec, examples["static"]), atol=1e-6)

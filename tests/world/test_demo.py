@@ -22,11 +22,11 @@ def example():
   from composed_vi.world import dataset, scene
 
   ex = dataset.render_example(jax.random.key(3), scene.SceneConfig())
-  return {k: np.asarray(v) for k, v in ex.items()}
+  return dataset.to_numpy(ex)
 
 
 def test_metrics_known_answers(example):
-  video = example["video"]
+  video = example.video
   assert world_metrics.first_frame_l1(video, example) == 0.0
   assert world_metrics.background_l1(video, example) == 0.0
   floor = world_metrics.track_error_px(video, example)
@@ -46,8 +46,8 @@ def test_backbone_save_load_and_expert(tmp_path, example, kind):
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params2)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   e = tb.expert(spec2, params2, example)
-  v = e.velocity(jax.numpy.asarray(example["video"][None]), 0.5)
-  assert v.shape == (1,) + example["video"].shape and np.all(np.isfinite(v))
+  v = e.velocity(jax.numpy.asarray(example.video[None]), 0.5)
+  assert v.shape == (1,) + example.video.shape and np.all(np.isfinite(v))
   with pytest.raises(ConfigError, match="backbone"):
     tb.load(str(tmp_path / "missing"))
 
@@ -116,7 +116,7 @@ def test_training_smoke_x0_precond(tmp_path, example):
   e = tb.expert(spec, params, example)
   assert e.prediction == "x0_precond"
   for t in (0.0, 0.5, 1.0):
-    v = e.velocity(jax.numpy.asarray(example["video"][None]), t)
+    v = e.velocity(jax.numpy.asarray(example.video[None]), t)
     assert np.all(np.isfinite(v))
 
 
@@ -136,31 +136,31 @@ def test_build_target_context_is_the_static_background_and_the_first_frame(examp
   composition = world_demo.Composition(context_weight=2.0, object_dilation=1)
   target = world_demo.build_target(example, backbones, composition)
   ctx = target.experts[-1]
-  support = np.broadcast_to(np.asarray(ctx.support), example["video"].shape)
-  region = dilate(example["object_region"], 1, axes=(1, 2))
-  np.testing.assert_array_equal(np.asarray(ctx.means[0][0]), example["first_frame"])
+  support = np.broadcast_to(np.asarray(ctx.support), example.video.shape)
+  region = dilate(example.object_region, 1, axes=(1, 2))
+  np.testing.assert_array_equal(np.asarray(ctx.means[0][0]), example.first_frame)
   assert np.all(support[0] == 1.0)  # the first frame is specified exactly, all of it
-  later = np.broadcast_to(example["background_visibility"] * (1 - region),
-                          example["video"].shape)[1:]
+  later = np.broadcast_to(example.background_visibility * (1 - region),
+                          example.video.shape)[1:]
   np.testing.assert_array_equal(support[1:], later)
-  assert np.all(support[1:][np.broadcast_to(region, example["video"].shape)[1:] > 0] == 0)
-  np.testing.assert_array_equal(np.asarray(ctx.means[0][1:]), example["background_context"][1:])
+  assert np.all(support[1:][np.broadcast_to(region, example.video.shape)[1:] > 0] == 0)
+  np.testing.assert_array_equal(np.asarray(ctx.means[0][1:]), example.background_context[1:])
   no_ctx = world_demo.build_target(example, backbones, composition, context=False)
   assert len(no_ctx.experts) == len(target.experts) - 1
   # The repulsion mask: what no control specifies (not frame 0, not the object region, not
   # the background the first frame saw).
-  free = np.broadcast_to(np.asarray(target.repulsion_mask), example["video"].shape)
+  free = np.broadcast_to(np.asarray(target.repulsion_mask), example.video.shape)
   assert np.all(free[0] == 0)
   np.testing.assert_array_equal(
-      free[1:], np.broadcast_to((1 - example["background_visibility"]) * (1 - region),
-                                example["video"].shape)[1:])
+      free[1:], np.broadcast_to((1 - example.background_visibility) * (1 - region),
+                                example.video.shape)[1:])
   assert free.max() <= 1.0 and free.mean() < 0.5
   # The pinned mask: what the controls give exactly, the context's support, with or without
   # the context expert; it, the object region and the repulsion mask cover every pixel once.
   for t in (target, no_ctx):
-    pinned = np.broadcast_to(np.asarray(t.pinned_mask), example["video"].shape)
+    pinned = np.broadcast_to(np.asarray(t.pinned_mask), example.video.shape)
     np.testing.assert_array_equal(pinned, support)
-  obj = np.broadcast_to(region, example["video"].shape).copy()
+  obj = np.broadcast_to(region, example.video.shape).copy()
   obj[0] = 0.0
   np.testing.assert_array_equal(pinned + free + obj, np.ones_like(pinned))
 
@@ -174,9 +174,9 @@ def test_image_object_weight_gives_later_object_regions_to_the_simulation(exampl
   assert np.ndim(default.weights[0]) == 0 and float(default.weights[0]) == 1.0  # unchanged
   composition = world_demo.Composition(image_object_weight=0.25)
   target = world_demo.build_target(example, backbones, composition)
-  shape = example["video"].shape
+  shape = example.video.shape
   image = np.broadcast_to(np.asarray(target.weights[0]), shape)
-  region = np.broadcast_to(dilate(example["object_region"], 1, axes=(1, 2)), shape) > 0
+  region = np.broadcast_to(dilate(example.object_region, 1, axes=(1, 2)), shape) > 0
   assert np.all(image[0] == 1.0)  # the first frame stays the image backbone's control
   assert region[1:].any() and np.all(image[1:][region[1:]] == 0.25)
   assert np.all(image[1:][~region[1:]] == 1.0)

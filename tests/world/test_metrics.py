@@ -15,7 +15,7 @@ def _example(kind: str) -> dict:
 
   sampled = scene.sample_scene(jax.random.key(2), scene.SceneConfig(camera_kinds=(kind,)))
   ex = dataset.example_from_scene(sampled, dataset.DEFAULT_CONFIG)
-  return {k: np.asarray(v) for k, v in ex.items()}
+  return dataset.to_numpy(ex)
 
 
 @pytest.fixture(scope="module")
@@ -29,21 +29,21 @@ def pan():
 
 
 def _noise(example, seed=0):
-  return np.random.default_rng(seed).uniform(-1, 1, example["video"].shape).astype(np.float32)
+  return np.random.default_rng(seed).uniform(-1, 1, example.video.shape).astype(np.float32)
 
 
 def _frozen(example):
   """The first frame repeated: a video that ignores the camera and the simulation."""
-  video = example["video"]
+  video = example.video
   return np.repeat(video[:1], video.shape[0], 0)
 
 
 def test_camera_background_error_known_answers(pan, static):
-  gt = pan["video"]
+  gt = pan.video
   assert wm.camera_background_error(gt, pan) == 0.0
   assert wm.camera_background_error(gt + 0.1, pan) == pytest.approx(0.1, abs=1e-6)
   # Only the first frame's static background counts: objects and unseen pixels do not.
-  mask = ((pan["background_visibility"][..., 0] > 0.5)
+  mask = ((pan.background_visibility[..., 0] > 0.5)
           & wm.static_background(pan))[..., None]
   garbage = np.where(mask, gt, _noise(pan))
   assert wm.camera_background_error(garbage, pan) == 0.0
@@ -55,33 +55,33 @@ def test_camera_background_error_known_answers(pan, static):
 
 
 def test_consistency_3d_ground_truth_vs_noise(pan, static):
-  floor = wm.consistency_3d(pan["video"], pan)
+  floor = wm.consistency_3d(pan.video, pan)
   assert floor < 0.06
   # A constant offset is consistent; independent noise frames and a frozen camera are not.
-  assert wm.consistency_3d(pan["video"] + 0.1, pan) == pytest.approx(floor, abs=1e-5)
+  assert wm.consistency_3d(pan.video + 0.1, pan) == pytest.approx(floor, abs=1e-5)
   assert wm.consistency_3d(_noise(pan), pan) > 0.5
   assert wm.consistency_3d(_frozen(pan), pan) > floor + 0.1
   assert wm.consistency_3d(_frozen(pan), pan, reference="previous") > 0.02
   # Static camera: the reprojection is the identity, so a still video scores exactly 0 and the
   # ground truth only shows the objects' moving shadows.
   assert wm.consistency_3d(_frozen(static), static) == pytest.approx(0.0, abs=1e-6)
-  assert wm.consistency_3d(static["video"], static) < 0.01
+  assert wm.consistency_3d(static.video, static) < 0.01
   with pytest.raises(ValueError, match="reference"):
-    wm.consistency_3d(pan["video"], pan, reference="last")
+    wm.consistency_3d(pan.video, pan, reference="last")
 
 
 def test_consistency_3d_excludes_occluded_and_objects(static):
   video = _frozen(static)
   # Objects move: garbage on every object pixel (and its 1-pixel margin) changes nothing.
-  objects = ~wm.static_background(static) & (static["depth"] > 0)
+  objects = ~wm.static_background(static) & (static.depth > 0)
   messy = np.where(objects[..., None], _noise(static), video)
   assert wm.consistency_3d(messy, static) == pytest.approx(0.0, abs=1e-6)
   # A synthetic static occluder in frame 0 (ground-truth depth halved in a block): the
   # background of frames t >= 1 behind it is not co-visible, so garbage there is not counted;
   # without the depth test it would be.
-  occluded = dict(static)
-  occluded["depth"] = static["depth"].copy()
-  occluded["depth"][0, 4:12, 4:12] *= 0.5
+  depth = static.depth.copy()
+  depth[0, 4:12, 4:12] *= 0.5
+  occluded = static._replace(depth=depth)
   block = video.copy()
   block[0, 4:12, 4:12] = 1.0
   assert wm.consistency_3d(block, occluded) == pytest.approx(0.0, abs=1e-6)
@@ -91,7 +91,7 @@ def test_consistency_3d_excludes_occluded_and_objects(static):
 
 
 def test_diversity_known_answers(pan):
-  gt = pan["video"]
+  gt = pan.video
   assert wm.diversity(np.stack([gt, gt, gt]), pan) == 0.0
   assert wm.diversity_everywhere(np.stack([gt, gt])) == 0.0
   # Offsets 0, 0.1, 0.3: pairwise distances 0.1, 0.3, 0.2.
@@ -109,7 +109,7 @@ def test_diversity_known_answers(pan):
 
 
 def test_high_frequency_energy_known_answers(pan):
-  shape = pan["video"].shape
+  shape = pan.video.shape
   ones = np.ones(shape[:3])
   flat = np.full(shape, 0.3, np.float32)
   assert wm.high_frequency_energy(flat, region=ones) == 0.0
@@ -131,7 +131,7 @@ def test_high_frequency_energy_known_answers(pan):
 
 
 def test_validity(pan):
-  gt = pan["video"]
+  gt = pan.video
   assert wm.validity(gt, pan) == dict(first_frame=True, track=True, background=True,
                                       valid_all=True)
   assert wm.validity(gt + 0.05, pan)["valid_all"]
@@ -148,7 +148,7 @@ def test_validity(pan):
 
 
 def test_all_metrics(pan):
-  gt = pan["video"]
+  gt = pan.video
   out = wm.all_metrics(np.stack([gt, gt]), pan)
   assert out["first_frame_l1"] == 0.0 and out["camera_background_error"] == 0.0
   assert out["consistency_3d"] == pytest.approx(out["consistency_3d_floor"])
@@ -167,21 +167,21 @@ def _reversed(example_kind: str) -> tuple[dict, dict]:
   sampled = scene.sample_scene(jax.random.key(2), scene.SceneConfig(camera_kinds=(example_kind,)))
   out = [dataset.example_from_scene(s, dataset.DEFAULT_CONFIG)
          for s in (sampled, scene.reverse_camera(sampled))]
-  return tuple({k: np.asarray(v) for k, v in ex.items()} for ex in out)
+  return tuple(dataset.to_numpy(ex) for ex in out)
 
 
 @pytest.mark.parametrize("kind", ["pan_left", "dolly_in", "orbit"])
 def test_camera_following_known_answers(kind):
   own, rev = _reversed(kind)
   # The reversed path starts at the same pose and goes the other way.
-  np.testing.assert_allclose(own["extrinsics"][0], rev["extrinsics"][0], atol=1e-6)
-  assert not np.allclose(own["extrinsics"][-1], rev["extrinsics"][-1], atol=1e-3)
+  np.testing.assert_allclose(own.extrinsics[0], rev.extrinsics[0], atol=1e-6)
+  assert not np.allclose(own.extrinsics[-1], rev.extrinsics[-1], atol=1e-3)
   # The ground truth moves like its own path, its reversed rendering like the reversed one.
-  gt = wm.camera_following(own["video"], own, rev)
+  gt = wm.camera_following(own.video, own, rev)
   assert gt > 0.03
-  assert wm.camera_following(rev["video"], own, rev) < -0.03
+  assert wm.camera_following(rev.video, own, rev) < -0.03
   # Symmetry: swapping the roles negates the score exactly.
-  assert wm.camera_following(own["video"], rev, own) == pytest.approx(-gt, abs=1e-6)
+  assert wm.camera_following(own.video, rev, own) == pytest.approx(-gt, abs=1e-6)
   # A frozen video does not move at all: far below the ground truth's score.
   assert abs(wm.camera_following(_frozen(own), own, rev)) < gt / 2
 
@@ -191,4 +191,4 @@ def test_camera_following_static_camera_is_nan(static):
 
   sampled = scene.sample_scene(jax.random.key(2), scene.SceneConfig(camera_kinds=("static",)))
   assert bool(scene.reverse_camera(sampled).camera.kind == 0)
-  assert np.isnan(wm.camera_following(static["video"], static, static))
+  assert np.isnan(wm.camera_following(static.video, static, static))

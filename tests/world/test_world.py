@@ -174,7 +174,7 @@ def test_camera_paths():
 
 def test_pan_plucker_rays_match_extrinsics(examples):
   ex = examples["pan_left"]
-  K, extr = ex["intrinsics"], ex["extrinsics"]
+  K, extr = ex.intrinsics, ex.extrinsics
   v, u = np.meshgrid(np.arange(CFG.height) + 0.5, np.arange(CFG.width) + 0.5, indexing="ij")
   pix = np.stack([u, v, np.ones_like(u)], -1)
   for t in range(CFG.num_frames):
@@ -182,10 +182,10 @@ def test_pan_plucker_rays_match_extrinsics(examples):
     centre = -R.T @ tr
     d = pix @ np.linalg.inv(K).T @ R
     d /= np.linalg.norm(d, axis=-1, keepdims=True)
-    np.testing.assert_allclose(ex["plucker"][t, ..., 3:], d, atol=1e-5)
-    np.testing.assert_allclose(ex["plucker"][t, ..., :3], np.cross(centre, d), atol=1e-5)
+    np.testing.assert_allclose(ex.plucker[t, ..., 3:], d, atol=1e-5)
+    np.testing.assert_allclose(ex.plucker[t, ..., :3], np.cross(centre, d), atol=1e-5)
   # The directions turn with the pan while the moments stay those of one centre.
-  assert np.abs(ex["plucker"][-1, ..., 3:] - ex["plucker"][0, ..., 3:]).max() > 0.2
+  assert np.abs(ex.plucker[-1, ..., 3:] - ex.plucker[0, ..., 3:]).max() > 0.2
 
 
 # ----------------------------------------------------------------------------- renders
@@ -193,21 +193,21 @@ def test_pan_plucker_rays_match_extrinsics(examples):
 
 def test_depth_unprojects_onto_the_floor_and_wall(examples):
   ex = examples["orbit"]
-  K = ex["intrinsics"]
+  K = ex.intrinsics
   v, u = np.meshgrid(np.arange(CFG.height) + 0.5, np.arange(CFG.width) + 0.5, indexing="ij")
   pix = np.stack([u, v, np.ones_like(u)], -1)
   for t in (0, CFG.num_frames - 1):
-    R, tr = ex["extrinsics"][t, :, :3], ex["extrinsics"][t, :, 3]
-    points = (ex["depth"][t, ..., None] * (pix @ np.linalg.inv(K).T) - tr) @ R
-    background = ex["object_ids"][t] < 0
+    R, tr = ex.extrinsics[t, :, :3], ex.extrinsics[t, :, 3]
+    points = (ex.depth[t, ..., None] * (pix @ np.linalg.inv(K).T) - tr) @ R
+    background = ex.object_ids[t] < 0
     on_plane = np.minimum(np.abs(points[..., 1]), np.abs(points[..., 2] - WALL_Z))
     assert np.all(on_plane[background] < 1e-4)
-    assert np.all(ex["depth"][t] > 0)
+    assert np.all(ex.depth[t] > 0)
 
 
 def test_static_camera_background_is_constant(examples):
   ex = examples["static"]
-  region = ex["object_region"][..., 0].max(0) > 0
+  region = ex.object_region[..., 0].max(0) > 0
   region = np.pad(region, 1)
   near = np.zeros_like(region)
   for di in (-1, 0, 1):  # dilate by a pixel: anti-aliasing mixes the neighbours
@@ -215,7 +215,7 @@ def test_static_camera_background_is_constant(examples):
       near |= np.roll(np.roll(region, di, 0), dj, 1)
   near = near[1:-1, 1:-1]
   assert 0.02 < near.mean() < 0.5
-  video = ex["video"]
+  video = ex.video
   still = video[:, ~near]
   np.testing.assert_array_equal(still, np.broadcast_to(still[0], still.shape))
   # The objects do move.
@@ -225,30 +225,30 @@ def test_static_camera_background_is_constant(examples):
 def test_tracks_are_projected_centres_inside_their_masks(examples):
   checked = 0
   for ex in examples.values():
-    K, extr, pos = ex["intrinsics"], ex["extrinsics"], ex["positions"]
+    K, extr, pos = ex.intrinsics, ex.extrinsics, ex.positions
     cam = np.einsum("tij,toj->toi", extr[:, :, :3], pos) + extr[:, None, :, 3]
     uv = (cam @ K.T)[..., :2] / cam[..., 2:]
-    np.testing.assert_allclose(ex["tracks"], uv, atol=1e-3)
-    assert ex["track_visible"][0].all()
-    for t, k in zip(*np.nonzero(ex["track_visible"])):
-      u, v = ex["tracks"][t, k]
-      assert ex["masks"][t, int(v), int(u), k] == 1
-      assert ex["object_ids"][t, int(v), int(u)] == k
+    np.testing.assert_allclose(ex.tracks, uv, atol=1e-3)
+    assert ex.track_visible[0].all()
+    for t, k in zip(*np.nonzero(ex.track_visible)):
+      u, v = ex.tracks[t, k]
+      assert ex.masks[t, int(v), int(u), k] == 1
+      assert ex.object_ids[t, int(v), int(u)] == k
       checked += 1
   assert checked > 100
   # Masks are one-hot, agree with the ids and with the objects-alone render.
   for ex in examples.values():
-    assert ex["masks"].sum(-1).max() == 1
-    np.testing.assert_array_equal(ex["object_region"][..., 0] > 0, ex["object_ids"] >= 0)
-    np.testing.assert_array_equal(ex["sim_depth"] > 0, ex["object_ids"] >= 0)
-    alpha = ex["sim_rgba"][..., 3]
+    assert ex.masks.sum(-1).max() == 1
+    np.testing.assert_array_equal(ex.object_region[..., 0] > 0, ex.object_ids >= 0)
+    np.testing.assert_array_equal(ex.sim_depth > 0, ex.object_ids >= 0)
+    alpha = ex.sim_rgba[..., 3]
     assert alpha.min() >= 0 and alpha.max() <= 1
-    assert np.all(alpha[ex["object_ids"] >= 0] > 0)
-    np.testing.assert_allclose(ex["sim_rgba"][..., :3][alpha == 0], -1.0)
+    assert np.all(alpha[ex.object_ids >= 0] > 0)
+    np.testing.assert_allclose(ex.sim_rgba[..., :3][alpha == 0], -1.0)
     inside = alpha == 1
-    np.testing.assert_allclose(ex["sim_rgba"][..., :3][inside], ex["video"][inside], atol=1e-6)
-    np.testing.assert_allclose(ex["sim_depth"][ex["object_ids"] >= 0],
-                               ex["depth"][ex["object_ids"] >= 0])
+    np.testing.assert_allclose(ex.sim_rgba[..., :3][inside], ex.video[inside], atol=1e-6)
+    np.testing.assert_allclose(ex.sim_depth[ex.object_ids >= 0],
+                               ex.depth[ex.object_ids >= 0])
 
 
 def test_occluded_track_is_not_visible():
@@ -275,33 +275,33 @@ def test_occluded_track_is_not_visible():
 
 def test_context_at_frame_zero_and_static_camera(examples):
   for ex in examples.values():
-    assert ex["visibility"][0].mean() > 0.99
-    seen = ex["visibility"][0, ..., 0] > 0
-    np.testing.assert_array_equal(ex["context"][0][seen], ex["first_frame"][seen])
+    assert ex.visibility[0].mean() > 0.99
+    seen = ex.visibility[0, ..., 0] > 0
+    np.testing.assert_array_equal(ex.context[0][seen], ex.first_frame[seen])
   ex = examples["static"]
-  assert ex["visibility"].min() == 1
-  np.testing.assert_array_equal(ex["context"], np.broadcast_to(ex["first_frame"],
-                                                               ex["context"].shape))
+  assert ex.visibility.min() == 1
+  np.testing.assert_array_equal(ex.context, np.broadcast_to(ex.first_frame,
+                                                               ex.context.shape))
 
 
 def test_context_follows_the_camera(examples):
   ex = examples["pan_left"]
-  fraction = ex["visibility"].mean((1, 2, 3))
+  fraction = ex.visibility.mean((1, 2, 3))
   assert fraction[-1] < 0.8
   assert np.all(np.diff(fraction) <= 1e-6)
   # A 3D-consistent cache: where it sees the static background it matches the rendered video.
   for kind in ("pan_left", "dolly_in", "orbit"):
     ex = examples[kind]
     t = CFG.num_frames - 1
-    ok = ((ex["background_visibility"][t, ..., 0] > 0) & (ex["object_region"][t, ..., 0] == 0))
+    ok = ((ex.background_visibility[t, ..., 0] > 0) & (ex.object_region[t, ..., 0] == 0))
     assert ok.mean() > 0.3
-    err = np.abs(ex["background_context"][t][ok] - ex["video"][t][ok]).mean()
-    shifted = np.abs(ex["video"][0][ok] - ex["video"][t][ok]).mean()
+    err = np.abs(ex.background_context[t][ok] - ex.video[t][ok]).mean()
+    shifted = np.abs(ex.video[0][ok] - ex.video[t][ok]).mean()
     assert err < 0.08 and err < 0.5 * shifted, (kind, err, shifted)
   # The background-only cache has holes where the objects were in frame 0.
   ex = examples["static"]
-  np.testing.assert_array_equal(ex["background_visibility"][0, ..., 0],
-                                ex["object_region"][0, ..., 0] == 0)
+  np.testing.assert_array_equal(ex.background_visibility[0, ..., 0],
+                                ex.object_region[0, ..., 0] == 0)
 
 
 # ----------------------------------------------------------------------------- captions
@@ -312,11 +312,11 @@ def test_captions_match_codes(examples):
   text = world.caption(ex)
   assert text == ("a red ball bounces and a blue box slides and a green ball rests, "
                   "camera pans left")
-  np.testing.assert_array_equal(ex["caption_tokens"], world.tokenize(text))
-  assert world.detokenize(ex["caption_tokens"]) == text
-  codes = dict(ex, object_valid=np.array([True, False, False]), camera_kind=np.int32(5))
+  np.testing.assert_array_equal(ex.caption_tokens, world.tokenize(text))
+  assert world.detokenize(ex.caption_tokens) == text
+  codes = ex._replace(object_valid=np.array([True, False, False]), camera_kind=np.int32(5))
   assert world.caption(codes) == "a red ball bounces, camera orbits"
-  tokens = controls.caption_tokens(jnp.int32(5), ex["shapes"], ex["colours"], ex["motion_kinds"],
+  tokens = controls.caption_tokens(jnp.int32(5), ex.shapes, ex.colours, ex.motion_kinds,
                                    jnp.array([True, False, False]))
   np.testing.assert_array_equal(tokens, world.tokenize("a red ball bounces, camera orbits"))
   with pytest.raises(ConfigError, match="caption"):
@@ -327,22 +327,21 @@ def test_batch_is_deterministic_and_matches_single_examples():
   key = jax.random.key(3)
   b = jax.device_get(world.batch(key, 6, CFG))
   again = jax.device_get(world.batch(key, 6, CFG))
-  for name in b:
-    np.testing.assert_array_equal(b[name], again[name])
-  assert b["video"].shape == (6, 12, 32, 32, 3)
-  assert b["plucker"].shape == (6, 12, 32, 32, 6)
-  assert b["caption_tokens"].shape == (6, world.CAPTION_LENGTH)
-  assert np.abs(b["video"][0] - b["video"][1]).max() > 0.1  # different keys differ
+  for name in b._fields:
+    np.testing.assert_array_equal(getattr(b, name), getattr(again, name))
+  assert b.video.shape == (6, 12, 32, 32, 3)
+  assert b.plucker.shape == (6, 12, 32, 32, 6)
+  assert b.caption_tokens.shape == (6, world.CAPTION_LENGTH)
+  assert np.abs(b.video[0] - b.video[1]).max() > 0.1  # different keys differ
   one = jax.device_get(world.example_from_scene(
       world.sample_scene(jax.random.split(key, 6)[4], CFG), CFG))
   for name in ("video", "tracks", "context", "caption_tokens", "camera_kind"):
-    np.testing.assert_allclose(b[name][4], one[name], atol=1e-5)
+    np.testing.assert_allclose(getattr(b, name)[4], getattr(one, name), atol=1e-5)
   for i in range(6):
-    codes = {k: b[k][i] for k in ("camera_kind", "shapes", "colours", "motion_kinds",
-                                  "object_valid")}
-    np.testing.assert_array_equal(b["caption_tokens"][i], world.tokenize(world.caption(codes)))
-    assert b["video"][i].min() >= -1 and b["video"][i].max() <= 1
-    assert b["object_valid"][i, 0]
+    codes = jax.tree.map(lambda a, i=i: a[i], b)
+    np.testing.assert_array_equal(b.caption_tokens[i], world.tokenize(world.caption(codes)))
+    assert b.video[i].min() >= -1 and b.video[i].max() <= 1
+    assert b.object_valid[i, 0]
 
 
 def test_config_restricts_choices_and_is_validated():

@@ -49,6 +49,7 @@ from composed_vi.lab.evaluation.methods import (
 )
 from composed_vi.lab.evaluation.splits import Case, case_example, cases
 from composed_vi.sampling import build_options
+from composed_vi.world import dataset
 from composed_vi.world import demo as world_demo
 from composed_vi.world import metrics as wm
 
@@ -101,8 +102,8 @@ def _same_metrics(a: dict, b: dict) -> str | None:
   return None
 
 
-def _sample_row(sampler, method: Method, case: Case, ci: int, example: dict, key, workdir: str,
-                gallery, compiled: set) -> dict:
+def _sample_row(sampler, method: Method, case: Case, ci: int, example: dataset.Example, key,
+                workdir: str, gallery, compiled: set) -> dict:
   """Samples ``method`` on one case and scores it: its ``results.jsonl`` row (the first call of
   a method in a process, tracked in ``compiled``, includes its compilation); the samples of a
   ``gallery`` case are written beside."""

@@ -22,6 +22,7 @@ from composed_vi.lab import runner
 from composed_vi.samplers import smc
 from composed_vi.sampling import build_options, sample
 from composed_vi.world import backbones as tb
+from composed_vi.world import dataset
 from composed_vi.world import demo as world_demo
 
 KINDS = ("t2v", "i2v", "cam2v", "sim2v")
@@ -128,7 +129,7 @@ class Sampler:
     self.backbones = backbones or world_demo.load_backbones(config.backbones, KINDS)
     self.fns = {k: tb.model_fn(spec) for k, (spec, _) in self.backbones.items()}
 
-  def target(self, method: Method, example: dict):
+  def target(self, method: Method, example: dataset.Example):
     if method.experts == "composed":
       composition = dataclasses.replace(self.composition, **dict(method.composition))
       return world_demo.build_target(example, self.backbones, composition, self.fns,
@@ -138,7 +139,7 @@ class Sampler:
                               guidance_scale=self.composition.guidance_scale,
                               fn=self.fns[method.experts])])
 
-  def __call__(self, method: Method, example: dict, key) -> np.ndarray:
+  def __call__(self, method: Method, example: dataset.Example, key) -> np.ndarray:
     target = self.target(method, example)
     out, _ = sample(key, target, self.config.num_particles, method.sampler,
                     **sampler_options(method, self.config))

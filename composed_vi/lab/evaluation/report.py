@@ -161,13 +161,13 @@ def gallery(workdir: str, case_list, methods, scene_config) -> str | None:
     if not have:
       continue
     example = case_example(case, scene_config)
-    sim = example["sim_rgba"]
+    sim = example.sim_rgba
     sim_rgb = sim[..., :3] * sim[..., 3:] + (1 - sim[..., 3:])
-    media.write_png(os.path.join(case_dir, "first_frame.png"), example["first_frame"],
+    media.write_png(os.path.join(case_dir, "first_frame.png"), example.first_frame,
                     upscale=4)
-    media.write_gif(os.path.join(case_dir, "ground_truth.gif"), example["video"], upscale=4)
+    media.write_gif(os.path.join(case_dir, "ground_truth.gif"), example.video, upscale=4)
     media.write_gif(os.path.join(case_dir, "simulation.gif"), sim_rgb, upscale=4)
-    media.write_gif(os.path.join(case_dir, "context.gif"), example["background_context"],
+    media.write_gif(os.path.join(case_dir, "context.gif"), example.background_context,
                     upscale=4)
     items = [dict(label="first frame", image=f"{case.name}/first_frame.png"),
              dict(label="simulation input", gif=f"{case.name}/simulation.gif"),

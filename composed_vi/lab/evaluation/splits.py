@@ -11,7 +11,6 @@ import dataclasses
 import itertools
 
 import jax
-import numpy as np
 
 from composed_vi.errors import check_choice, fail
 from composed_vi.world import dataset, scene
@@ -53,11 +52,11 @@ def cases(split_config, split: str) -> list[Case]:
   return out
 
 
-def case_example(case: Case, scene_config) -> dict:
+def case_example(case: Case, scene_config) -> dataset.Example:
   """The world example of a case (numpy arrays; deterministic)."""
   cam_config = dataclasses.replace(scene_config, camera_kinds=(case.camera_kind,))
   sc = scene.Scene(scene.sample_camera(jax.random.key(case.camera_seed), cam_config),
                    scene.sample_objects(jax.random.key(case.objects_seed), scene_config),
                    scene.sample_background(jax.random.key(case.background_seed)))
   ex = dataset.example_from_scene(sc, scene_config)
-  return {k: np.asarray(v) for k, v in ex.items()}
+  return dataset.to_numpy(ex)

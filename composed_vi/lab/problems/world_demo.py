@@ -14,7 +14,7 @@ import numpy as np
 from composed_vi import io
 from composed_vi.lab import media
 from composed_vi.lab.problems.base import Problem
-from composed_vi.world import controls, demo
+from composed_vi.world import controls, dataset, demo
 
 
 def build(config, mesh=None) -> Problem:
@@ -28,7 +28,7 @@ def build(config, mesh=None) -> Problem:
                                                                  workdir))
 
 
-def report(config, example: dict, samples: np.ndarray, workdir: str) -> dict:
+def report(config, example: dataset.Example, samples: np.ndarray, workdir: str) -> dict:
   """Videos, input visualisations, contact sheet and ``index.html``; returns metrics."""
   out = {}
   names = []
@@ -36,24 +36,24 @@ def report(config, example: dict, samples: np.ndarray, workdir: str) -> dict:
     media.write_mp4(os.path.join(workdir, f"particle_{i}.mp4"), video)
     media.write_gif(os.path.join(workdir, f"particle_{i}.gif"), video)
     names.append(i)
-  media.write_mp4(os.path.join(workdir, "ground_truth.mp4"), example["video"])
-  media.write_gif(os.path.join(workdir, "ground_truth.gif"), example["video"])
-  sim = example["sim_rgba"]
+  media.write_mp4(os.path.join(workdir, "ground_truth.mp4"), example.video)
+  media.write_gif(os.path.join(workdir, "ground_truth.gif"), example.video)
+  sim = example.sim_rgba
   sim_rgb = sim[..., :3] * sim[..., 3:] + (1 - sim[..., 3:]) * 1.0  # objects on white
   media.write_gif(os.path.join(workdir, "input_simulation.gif"), sim_rgb)
   media.write_mp4(os.path.join(workdir, "input_simulation.mp4"), sim_rgb)
-  media.write_gif(os.path.join(workdir, "input_context.gif"), example["background_context"])
-  media.write_png(os.path.join(workdir, "input_first_frame.png"), example["first_frame"],
+  media.write_gif(os.path.join(workdir, "input_context.gif"), example.background_context)
+  media.write_png(os.path.join(workdir, "input_first_frame.png"), example.first_frame,
                   upscale=8)
-  valid = example["object_valid"].astype(bool)
-  media.plot_camera_path(os.path.join(workdir, "input_camera_path.png"), example["extrinsics"],
-                         object_tracks_3d=example["positions"][:, valid])
-  rows = [("first frame", example["first_frame"][None]), ("simulation", sim_rgb),
-          ("3D context (background)", example["background_context"]),
-          ("ground truth", example["video"])]
+  valid = example.object_valid.astype(bool)
+  media.plot_camera_path(os.path.join(workdir, "input_camera_path.png"), example.extrinsics,
+                         object_tracks_3d=example.positions[:, valid])
+  rows = [("first frame", example.first_frame[None]), ("simulation", sim_rgb),
+          ("3D context (background)", example.background_context),
+          ("ground truth", example.video)]
   rows += [(f"particle {i}", v) for i, v in enumerate(samples)]
   media.contact_sheet(os.path.join(workdir, "contact_sheet.png"), rows, upscale=4)
-  caption = controls.detokenize(example["caption_tokens"])
+  caption = controls.detokenize(example.caption_tokens)
   metrics = demo.evaluate(example, samples)
   out.update(metrics)
   sections = [
