@@ -1,4 +1,4 @@
-"""The built-in procedural 4D world (issue 5): scenes, physics, a ray caster and the controls.
+"""The built-in procedural 4D world: scenes, physics, a ray caster and the controls.
 
     from composed_vi import world
     example = world.render_example(jax.random.key(0), world.SceneConfig())
@@ -6,12 +6,13 @@
 
 ``scene`` samples scenes and simulates them, ``render`` ray-casts them, ``controls`` derives the
 controls (first frame, Pluecker rays, simulation render, caption, 3D-cache context) and
-``dataset`` assembles examples (dict keys and shapes in its docstring).
+``dataset`` assembles examples (:class:`~composed_vi.world.dataset.Example`, a NamedTuple
+with shapes in its docstring).
 """
 
 from composed_vi.world import controls, dataset, render, scene
 from composed_vi.world.controls import CAPTION_LENGTH, VOCAB, caption, detokenize, tokenize
-from composed_vi.world.dataset import batch, example_from_scene, render_example
+from composed_vi.world.dataset import Example, batch, example_from_scene, render_example, to_numpy
 from composed_vi.world.scene import (
     CAMERA_KINDS,
     COLOUR_NAMES,
@@ -24,8 +25,8 @@ from composed_vi.world.scene import (
 )
 
 __all__ = [
-    "CAMERA_KINDS", "CAPTION_LENGTH", "COLOUR_NAMES", "MOTION_KINDS", "SHAPE_NAMES",
+    "CAMERA_KINDS", "CAPTION_LENGTH", "Example", "COLOUR_NAMES", "MOTION_KINDS", "SHAPE_NAMES",
     "TEXTURE_NAMES", "VOCAB", "Scene", "SceneConfig", "batch", "caption", "controls", "dataset",
     "detokenize", "example_from_scene", "render", "render_example", "sample_scene", "scene",
-    "tokenize",
+    "to_numpy", "tokenize",
 ]

@@ -23,7 +23,7 @@ def main(argv):
   start = time.perf_counter()
   jax.block_until_ready(world.render_example(jax.random.key(1), config))
   single = time.perf_counter() - start
-  for name, value in example.items():
+  for name, value in example._asdict().items():
     value = np.asarray(value)
     print(f"{name:22s} {str(value.shape):18s} {str(value.dtype):8s} "
           f"[{value.min():.3g}, {value.max():.3g}]")

@@ -96,7 +96,7 @@ def masked_l1(a, b, mask) -> float:
 
 
 def camera_background_error(video, example, margin: int = 1) -> float:
-  """Camera/background error (issue 6): mean absolute error (RGB units of [-1, 1], so 0 to 2)
+  """Camera/background error: mean absolute error (RGB units of [-1, 1], so 0 to 2)
   of frames ``1..T-1`` of ``video`` ``(T, H, W, 3)`` against the ground-truth rendering
   ``example.video`` on the static background the first frame saw.
 
