@@ -1,4 +1,11 @@
-"""Atomic file output: write to a temporary file in the same folder, then ``os.replace``."""
+"""Atomic file output: every file is written under a temporary name in its own folder, then
+renamed with ``os.replace``, so a reader never sees half a file under the final name.
+
+:func:`atomic_path` yields the temporary path (for tools that write a file themselves, e.g.
+ffmpeg or Chromium); :func:`atomic_open` yields an open file and ``fsync``s it before the
+rename. Either way the file gets the usual permissions, ``0o666`` less the umask
+(:func:`file_mode`), rather than ``mkstemp``'s ``0o600``.
+"""
 
 from __future__ import annotations
 
@@ -10,27 +17,66 @@ import tempfile
 
 import numpy as np
 
+_FALLBACK_MODE = 0o644  # where the umask cannot be read without changing it
 
-@contextlib.contextmanager
-def atomic_open(path: str, mode: str = "w"):
-  """Yields a file whose content appears at ``path`` only once it is complete."""
+
+def file_mode() -> int:
+  """``0o666`` less the process umask, read from ``/proc/self/status`` (``os.umask`` can only be
+  read by setting it, which races with other threads creating files); ``0o644`` where that file
+  does not say."""
+  with contextlib.suppress(OSError, ValueError):
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return 0o666 & ~int(line.split()[1], 8)
+  return _FALLBACK_MODE
+
+
+def _temporary_next_to(path: str, suffix: str) -> str:
+  """Creates an empty temporary file in ``path``'s folder (made if missing) and returns its path:
+  ``.<name>.<random>.tmp<suffix>``."""
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-  # mkstemp creates 0600 files: give outputs the usual umask-based permissions.
-  umask = os.umask(0)
-  os.umask(umask)
-  os.chmod(tmp, 0o666 & ~umask)
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
+                             suffix=".tmp" + suffix)
+  os.close(fd)
+  return tmp
+
+
+def _publish(tmp: str, path: str) -> None:
+  """Gives ``tmp`` the usual permissions and renames it to ``path`` (atomic on one filesystem)."""
+  os.chmod(tmp, file_mode())
+  os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str = ""):
+  """Yields a temporary path next to ``path`` that ends in ``suffix`` (for tools that infer the
+  format from the name, e.g. ``".mp4"``).
+
+  The file exists (empty) when yielded; the caller may write it or remove and recreate it. On
+  success it gets mode :func:`file_mode` and is renamed to ``path``; on an exception it is
+  removed and ``path`` is left as it was.
+  """
+  tmp = _temporary_next_to(path, suffix)
   try:
-    with os.fdopen(fd, mode) as f:
-      yield f
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
+    yield tmp
+    _publish(tmp, path)
   except BaseException:
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
     raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "w"):
+  """Yields a file opened with ``mode`` whose content appears at ``path`` only once it is
+  complete (flushed and ``fsync``ed; see :func:`atomic_path`)."""
+  with atomic_path(path) as tmp:
+    with open(tmp, mode) as f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
 
 
 def write_text(path: str, text: str) -> None:
@@ -42,18 +88,21 @@ def write_json(path: str, obj) -> None:
   write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
 
+def write_bytes(path: str, data: bytes) -> None:
+  with atomic_open(path, "wb") as f:
+    f.write(data)
+
+
 def write_npz(path: str, **arrays) -> None:
   buf = io.BytesIO()
   np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-  with atomic_open(path, "wb") as f:
-    f.write(buf.getvalue())
+  write_bytes(path, buf.getvalue())
 
 
 def write_figure(path: str, fig, **kwargs) -> None:
   buf = io.BytesIO()
   fig.savefig(buf, format="png", **kwargs)
-  with atomic_open(path, "wb") as f:
-    f.write(buf.getvalue())
+  write_bytes(path, buf.getvalue())
 
 
 def _jsonable(x):

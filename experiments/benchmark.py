@@ -26,7 +26,6 @@ import math
 import os
 import platform
 import statistics
-import tempfile
 import time
 
 import blackjax
@@ -37,8 +36,9 @@ import optax
 from absl import app, flags
 
 import composed_vi as cvi
-from composed_vi import kernels
+from composed_vi import io, kernels
 from composed_vi.experts import GaussianMixture
+from composed_vi.timing import time_calls
 
 _QUICK = flags.DEFINE_bool("quick", False, "Fewer sizes and repeats (about a minute on a CPU).")
 _OUT = flags.DEFINE_string("out", None, "Optional JSON file for the results (written atomically).")
@@ -114,22 +114,9 @@ def footprint(compiled):
     return {"temp": None, "total": None}
 
 
-def time_calls(fn, args, *, warmup: int, repeats: int, budget_s: float):
-  """Median seconds of ``repeats`` blocked calls after ``warmup`` ones.
-
-  Stops repeating once the timed calls have used ``budget_s`` (at least one is always timed).
-  Returns ``(median_s, times)``.
-  """
-  for _ in range(warmup):
-    jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-    if sum(times) >= budget_s:
-      break
-  return statistics.median(times), times
+def blocked(fn, *args):
+  """``fn(*args)`` as a call that waits for its result (what ``time_calls`` measures)."""
+  return lambda: jax.block_until_ready(fn(*args))
 
 
 def memory_budget():
@@ -176,27 +163,6 @@ def table(headers, rows) -> str:
   return "\n".join(lines)
 
 
-def write_json_atomic(path: str, payload) -> None:
-  """Writes ``payload`` to ``path`` through a temporary file in the same folder + os.replace."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".benchmark-", suffix=".json.tmp", dir=folder)
-  umask = os.umask(0)
-  os.umask(umask)
-  try:
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would otherwise survive the rename
-    with os.fdopen(fd, "w") as f:
-      json.dump(payload, f, indent=2)
-      f.write("\n")
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def particles(n: int, d: int, seed: int = 0):
   return jax.random.normal(jax.random.key(seed), (n, d), jnp.float32)
 
@@ -216,10 +182,8 @@ def bench_step(quick: bool):
   # Interleave the two so that a slow phase of the machine does not favour one of them.
   ours_times, bj_times = [], []
   for _ in range(2):
-    _, t = time_calls(ours, (x,), warmup=warmup, repeats=repeats, budget_s=budget / 2)
-    ours_times += t
-    _, t = time_calls(bj, (state,), warmup=warmup, repeats=repeats, budget_s=budget / 2)
-    bj_times += t
+    ours_times += time_calls(blocked(ours, x), repeats, warmup=warmup, budget_s=budget / 2)
+    bj_times += time_calls(blocked(bj, state), repeats, warmup=warmup, budget_s=budget / 2)
   ours_s, bj_s = statistics.median(ours_times), statistics.median(bj_times)
 
   # Same bandwidth for both: the updates must agree up to float32 rounding.
@@ -258,8 +222,8 @@ def bench_memory(quick: bool, budget_bytes: int):
     estimate = SWEEP_N * SWEEP_N * d * 4
     row = {"n": SWEEP_N, "d": d, "blackjax_estimate_bytes": estimate}
     ours, _, ours_mem = compile_ahead(ours_step, x)
-    row["ours_s"], row["ours_times_s"] = time_calls(ours, (x,), warmup=warmup, repeats=repeats,
-                                                    budget_s=budget)
+    row["ours_times_s"] = time_calls(blocked(ours, x), repeats, warmup=warmup, budget_s=budget)
+    row["ours_s"] = statistics.median(row["ours_times_s"])
     row["ours_xla_bytes"] = ours_mem
     del ours
     state_shape = jax.eval_shape(lambda x: blackjax_state(algorithm, x), x)
@@ -273,8 +237,9 @@ def bench_memory(quick: bool, budget_bytes: int):
       row["blackjax_s"] = None
     else:
       state = blackjax_state(algorithm, x)
-      row["blackjax_s"], row["blackjax_times_s"] = time_calls(
-          bj, (state,), warmup=warmup, repeats=repeats, budget_s=budget)
+      row["blackjax_times_s"] = time_calls(blocked(bj, state), repeats, warmup=warmup,
+                                          budget_s=budget)
+      row["blackjax_s"] = statistics.median(row["blackjax_times_s"])
       row["blackjax"] = secs(row["blackjax_s"])
       del state
     del bj, x
@@ -285,8 +250,9 @@ def bench_memory(quick: bool, budget_bytes: int):
 
   x = particles(BIG_N, BIG_D, seed=1)
   ours, ours_compile, ours_mem = compile_ahead(ours_step, x)
-  big_s, big_times = time_calls(ours, (x,), warmup=1, repeats=1 if quick else 3,
-                                budget_s=budget if quick else 30.0)
+  big_times = time_calls(blocked(ours, x), 1 if quick else 3, warmup=1,
+                         budget_s=budget if quick else 30.0)
+  big_s = statistics.median(big_times)
   state_shape = jax.eval_shape(lambda x: blackjax_state(algorithm, x), x)
   _, _, bj_big_mem = compile_ahead(algorithm.step, state_shape)
   del ours, x
@@ -416,7 +382,7 @@ def main(argv):
   print(report(results))
   print(f"(wall time {results['wall_s']:.0f} s)")
   if _OUT.value:
-    write_json_atomic(_OUT.value, results)
+    io.write_text(_OUT.value, json.dumps(results, indent=2) + "\n")
     print(f"wrote {_OUT.value}")
 
 

@@ -11,6 +11,7 @@ one run of this script, never from a test.
 """
 
 import json
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -20,10 +21,10 @@ from absl import flags
 from composed_vi.lab import cli
 from composed_vi.samplers import ctrl_vi
 from composed_vi.sampling import build_options
+from composed_vi.timing import median_seconds
 from composed_vi.world import backbones as tb
 from composed_vi.world import demo as world_demo
 from configs import world_demo as demo_config
-from experiments.timing import median_seconds
 
 _RANDOM = flags.DEFINE_bool("random", False, "Untrained backbones (same architecture).")
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed calls per measurement.")
@@ -34,8 +35,6 @@ def main(argv):
   del argv
   config = demo_config.get_config()
   if _RANDOM.value:
-    import tempfile
-
     root = tempfile.mkdtemp()
     for kind in world_demo.BACKBONES:
       spec = tb.TinySpec(kind=kind, vocab_size=64)

@@ -20,9 +20,10 @@ import ml_dtypes
 import numpy as np
 from absl import app, flags
 
+from composed_vi import io
 from composed_vi.models.wan import convert_transformer
 from composed_vi.models.wan import transformer as wan
-from experiments.timing import median_seconds
+from composed_vi.timing import median_seconds
 
 _MODEL = flags.DEFINE_enum("model", "1.3b", ["1.3b", "14b", "tiny"], "Architecture.")
 _FRAMES = flags.DEFINE_integer("frames", 81, "Video frames (latent frames: 1 + (f - 1) / 4).")
@@ -102,8 +103,7 @@ def main(argv):
       jax=jax.__version__, torch=torch.__version__)
   print(json.dumps(figures, indent=2))
   if _OUT.value:
-    with open(_OUT.value, "w") as fh:
-      json.dump(figures, fh, indent=2)
+    io.write_text(_OUT.value, json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

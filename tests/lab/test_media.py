@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from composed_vi.errors import ConfigError
+from composed_vi.io import file_mode
 from composed_vi.lab import media
 
 # subprocess (ffmpeg, Chromium) forks and execs at once, which JAX's fork warning does not know.
@@ -198,7 +199,7 @@ def test_html_escaping_and_links(tmp_path):
       self.links += [v for k, v in attrs if k in ("src", "href", "poster")]
 
   for name in ("index.html", "p0.mp4", "p0.gif", "sheet.png"):  # not mkstemp's 0o600
-    assert os.stat(tmp_path / name).st_mode & 0o777 == media._file_mode()
+    assert os.stat(tmp_path / name).st_mode & 0o777 == file_mode()
   parser = Links()
   parser.feed(text)
   assert set(parser.links) == {"p0.mp4", "p0.gif", "sheet.png"}

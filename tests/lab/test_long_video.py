@@ -1,5 +1,6 @@
-"""Long videos (composed_vi.lab.long_video): the long ground-truth path, the per-segment controls,
-chaining, the background-error metric, and the smoke config end to end."""
+"""Long videos (composed_vi.world.long_video, composed_vi.lab.long_video): the long ground-truth
+path, the per-segment controls, chaining, the background-error metric, and the smoke config end
+to end."""
 
 import dataclasses
 import json
@@ -17,22 +18,25 @@ from composed_vi.world import backbones as tb
 from composed_vi.world import controls
 from composed_vi.world import demo as world_demo
 from composed_vi.world import scene as sl
+from composed_vi.world.long_video import compose as lvc
+from composed_vi.world.long_video import metrics as lvm
+from composed_vi.world.long_video import path as lvp
 from configs import long_video as long_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = sl.SceneConfig()
-PATH = lv.LongPath()
+PATH = lvp.LongPath()
 SEED = 101
 
 
 @pytest.fixture(scope="module")
 def truth():
-  return lv.long_ground_truth(jax.random.key(SEED), CONFIG, PATH)
+  return lvp.long_ground_truth(jax.random.key(SEED), CONFIG, PATH)
 
 
 @pytest.fixture(scope="module")
 def segments(truth):
-  return [lv.segment_example(truth, k, PATH) for k in range(PATH.num_segments)]
+  return [lvp.segment_example(truth, k, PATH) for k in range(PATH.num_segments)]
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +50,11 @@ _lift = jax.jit(controls.lift_and_splat)
 
 def test_path_layout_and_return_to_start(truth, camera):
   t = CONFIG.num_frames
-  assert truth["video"].shape == (2 * (t - 1) + 1, 32, 32, 3)
-  extr = truth["extrinsics"]
+  assert truth.video.shape == (2 * (t - 1) + 1, 32, 32, 3)
+  extr = truth.extrinsics
   np.testing.assert_allclose(extr[-1], extr[0], atol=1e-5)
   assert np.abs(extr[t - 1] - extr[0]).max() > 0.1
-  np.testing.assert_allclose(truth["yaw"][[0, t - 1, -1]], [0.0, -np.deg2rad(25.0), 0.0],
+  np.testing.assert_allclose(truth.yaw[[0, t - 1, -1]], [0.0, -np.deg2rad(25.0), 0.0],
                              atol=1e-6)
   # Segment 0 is the world's own pan_right from the scene's start pose, segment 1 its pan_left
   # from the turned pose.
@@ -62,8 +66,8 @@ def test_path_layout_and_return_to_start(truth, camera):
   left = _extrinsics(cam._replace(kind=jnp.int32(1), amount=pan, target=turned), CONFIG)
   np.testing.assert_allclose(extr[t - 1:], left, atol=1e-5)
   # Two segments each way: back at the start too.
-  far = lv.LongPath(segments_per_direction=2, pan_degrees=20.0)
-  yaw = lv.yaw_path(far, t)
+  far = lvp.LongPath(segments_per_direction=2, pan_degrees=20.0)
+  yaw = lvp.yaw_path(far, t)
   assert yaw.shape == (4 * (t - 1) + 1,) and yaw[-1] == 0.0
   np.testing.assert_allclose(yaw[2 * (t - 1)], -np.deg2rad(40.0), atol=1e-6)
 
@@ -72,60 +76,60 @@ def test_ground_truth_background_returns():
   # Without shadows (objects move theirs), the static background seen at the start is the same
   # when the camera is back at the start pose.
   config = dataclasses.replace(CONFIG, shadows=False, height=16, width=16)
-  gt = lv.long_ground_truth(jax.random.key(SEED), config, PATH)
-  last = lv.segment_example(gt, PATH.num_segments - 1, PATH)
-  mask = lv.background_mask(last)[-1]
+  gt = lvp.long_ground_truth(jax.random.key(SEED), config, PATH)
+  last = lvp.segment_example(gt, PATH.num_segments - 1, PATH)
+  mask = lvm.background_mask(last)[-1]
   from composed_vi.world import metrics as wm
 
-  first = wm.static_background({"depth": gt["depth"][:1], "object_region":
-                                gt["object_region"][:1]})[0]
+  first = wm.static_background(gt._replace(depth=gt.depth[:1],
+                                           object_region=gt.object_region[:1]))[0]
   mask &= first
   assert mask.sum() > 50
-  np.testing.assert_allclose(gt["video"][-1][mask], gt["video"][0][mask], atol=1e-5)
+  np.testing.assert_allclose(gt.video[-1][mask], gt.video[0][mask], atol=1e-5)
 
 
 def test_metric_known_answers(truth, segments):
-  m = lv.video_metrics(truth["video"], segments)
+  m = lvm.video_metrics(truth.video, segments)
   assert m["segment_errors"] == [0.0, 0.0]
   assert m["return_error"] == m["final_frame_error"] == m["mean_segment_error"] == 0.0
   rng = np.random.default_rng(0)
-  noise = rng.uniform(-1, 1, truth["video"].shape).astype(np.float32)
-  m = lv.video_metrics(noise, segments)
+  noise = rng.uniform(-1, 1, truth.video.shape).astype(np.float32)
+  m = lvm.video_metrics(noise, segments)
   assert min(m["segment_errors"]) > 0.3 and m["return_error"] > 0.3
   # Only the last frames wrong: segment 0 stays 0, the return error sees it.
-  video = truth["video"].copy()
+  video = truth.video.copy()
   video[-3:] = noise[-3:]
-  m = lv.video_metrics(video, segments, return_frames=3)
+  m = lvm.video_metrics(video, segments, return_frames=3)
   assert m["segment_errors"][0] == 0.0 and m["return_error"] > 0.3
   assert m["segment_errors"][1] < m["return_error"]
-  assert 0.0 < lv.context_floor(segments) < 0.1
+  assert 0.0 < lvm.context_floor(segments) < 0.1
 
 
 def test_segment_controls(truth, segments, camera):
   t = CONFIG.num_frames
-  K = truth["intrinsics"]
+  K = truth.intrinsics
   for k, seg in enumerate(segments):
-    a = lv.segment_start(k, t)
-    np.testing.assert_array_equal(seg["video"], truth["video"][a:a + t])
-    np.testing.assert_array_equal(seg["first_frame"], truth["video"][a])
+    a = lvp.segment_start(k, t)
+    np.testing.assert_array_equal(seg.video, truth.video[a:a + t])
+    np.testing.assert_array_equal(seg.first_frame, truth.video[a])
     # The context: the ORIGINAL first frame lifted with its depth and E_0, along the segment.
-    path = np.concatenate([truth["extrinsics"][:1], truth["extrinsics"][a:a + t]])
-    ctx, vis = _lift(truth["rgb"][0], truth["depth"][0], K, path)
-    np.testing.assert_allclose(seg["visibility"], vis[1:])
-    np.testing.assert_allclose(seg["context"], (2 * np.asarray(ctx[1:]) - 1) * vis[1:],
+    path = np.concatenate([truth.extrinsics[:1], truth.extrinsics[a:a + t]])
+    ctx, vis = _lift(truth.rgb[0], truth.depth[0], K, path)
+    np.testing.assert_allclose(seg.visibility, vis[1:])
+    np.testing.assert_allclose(seg.context, (2 * np.asarray(ctx[1:]) - 1) * vis[1:],
                                atol=1e-6)
-    assert controls.detokenize(seg["caption_tokens"]).endswith(
+    assert controls.detokenize(seg.caption_tokens).endswith(
         "camera pans right" if k == 0 else "camera pans left")
   # When the camera returns, the context sees (nearly) all of the first frame again.
-  assert segments[-1]["visibility"][-1].mean() > 0.95
+  assert segments[-1].visibility[-1].mean() > 0.95
   # Pluecker rays re-anchored at the start pose: segment 1 is the world's pan_left from there.
   left = _extrinsics(camera._replace(kind=jnp.int32(1), amount=np.float32(np.deg2rad(25.0))),
                      CONFIG)
-  np.testing.assert_allclose(segments[1]["plucker"], controls.plucker_rays(K, left, 32, 32),
+  np.testing.assert_allclose(segments[1].plucker, controls.plucker_rays(K, left, 32, 32),
                              atol=1e-5)
-  world = lv.segment_example(truth, 1, dataclasses.replace(PATH, plucker_frame="world"))
-  np.testing.assert_allclose(world["plucker"],
-                             controls.plucker_rays(K, truth["extrinsics"][t - 1:], 32, 32),
+  world = lvp.segment_example(truth, 1, dataclasses.replace(PATH, plucker_frame="world"))
+  np.testing.assert_allclose(world.plucker,
+                             controls.plucker_rays(K, truth.extrinsics[t - 1:], 32, 32),
                              atol=1e-6)
 
 
@@ -138,21 +142,22 @@ def test_per_particle_expert_matches_single_conditions(segments, backbones):
   spec, params = backbones["i2v"]
   seg = segments[0]
   rng = np.random.default_rng(1)
-  firsts = rng.uniform(-1, 1, (2,) + seg["first_frame"].shape).astype(np.float32)
+  firsts = rng.uniform(-1, 1, (2,) + seg.first_frame.shape).astype(np.float32)
   inner = tb.expert(spec, params, seg)
-  conds = tb.condition(spec, {"video": np.zeros((2,) + seg["video"].shape), "first_frame": firsts})
-  expert = lv.PerParticle(inner, jnp.asarray(conds), "condition")
-  x = jnp.asarray(rng.standard_normal((2,) + seg["video"].shape), jnp.float32)
+  conds = tb.condition(spec, seg._replace(video=np.zeros((2,) + seg.video.shape),
+                                          first_frame=firsts))
+  expert = lvc.PerParticle(inner, jnp.asarray(conds), "condition")
+  x = jnp.asarray(rng.standard_normal((2,) + seg.video.shape), jnp.float32)
   velocity = jax.jit(lambda e, x: e.velocity(x, 0.5))
   v = velocity(expert, x)
   for i in range(2):
-    alone = velocity(tb.expert(spec, params, dict(seg, first_frame=firsts[i])), x[i:i + 1])
+    alone = velocity(tb.expert(spec, params, seg._replace(first_frame=firsts[i])), x[i:i + 1])
     np.testing.assert_allclose(v[i], alone[0], atol=1e-4)
   with pytest.raises(ValueError, match="particles"):
     expert.velocity(x[:1], 0.5)
 
 
-@pytest.mark.parametrize("variant", lv.VARIANTS)
+@pytest.mark.parametrize("variant", lvc.VARIANTS)
 def test_chain_passes_last_frame(truth, segments, backbones, variant):
   n, t = 2, CONFIG.num_frames
   seen, made = [], []
@@ -160,16 +165,16 @@ def test_chain_passes_last_frame(truth, segments, backbones, variant):
   def fake_sample(key, target):
     i2v = target.experts[world_demo.BACKBONES.index("i2v")]
     seen.append((np.asarray(i2v.values[:, 0, :, :, :3]), target))
-    x = np.asarray(jax.random.uniform(key, (n,) + segments[0]["video"].shape, minval=-1.2,
+    x = np.asarray(jax.random.uniform(key, (n,) + segments[0].video.shape, minval=-1.2,
                                       maxval=1.2))
     made.append(np.clip(x, -1, 1))
     return x
 
   composition = world_demo.Composition()
-  videos, firsts = lv.chain(jax.random.key(0), segments, variant, n, backbones, composition,
-                            fake_sample)
-  assert videos.shape == (n,) + truth["video"].shape
-  np.testing.assert_array_equal(firsts[0], np.broadcast_to(truth["video"][0], firsts[0].shape))
+  videos, firsts = lvc.chain(jax.random.key(0), segments, variant, n, backbones, composition,
+                             fake_sample)
+  assert videos.shape == (n,) + truth.video.shape
+  np.testing.assert_array_equal(firsts[0], np.broadcast_to(truth.video[0], firsts[0].shape))
   np.testing.assert_array_equal(firsts[1], made[0][:, -1])
   for k in range(2):
     np.testing.assert_array_equal(seen[k][0], firsts[k])
@@ -186,17 +191,17 @@ def test_chain_passes_last_frame(truth, segments, backbones, variant):
   if variant == "context_from_last":
     # Segment 1's context: each chain's last frame lifted with the true depth of that frame.
     seg = segments[1]
-    ctx, vis = _lift(firsts[1][1], seg["depth"][0], seg["intrinsics"], seg["extrinsics"])
+    ctx, vis = _lift(firsts[1][1], seg.depth[0], seg.intrinsics, seg.extrinsics)
     np.testing.assert_allclose(ctx_values[1, 1:], (np.asarray(ctx) * vis)[1:], atol=1e-6)
   elif variant == "context":
     # The static background of the ORIGINAL first frame, re-rendered along segment 1.
     for i in range(n):
-      np.testing.assert_allclose(ctx_values[i, 1:], segments[1]["background_context"][1:])
+      np.testing.assert_allclose(ctx_values[i, 1:], segments[1].background_context[1:])
   # With normalised weights every variant's weights sum to 1 at every pixel, so each starts
   # from N(0, I): last_frame_only gives the context's share back to the backbones.
   seen.clear()
-  lv.chain(jax.random.key(0), segments, variant, n, backbones,
-           dataclasses.replace(composition, normalize_weights=True), fake_sample)
+  lvc.chain(jax.random.key(0), segments, variant, n, backbones,
+            dataclasses.replace(composition, normalize_weights=True), fake_sample)
   np.testing.assert_allclose(np.asarray(seen[1][1].total_weight), 1.0, rtol=1e-5)
 
 
