@@ -1,5 +1,5 @@
 """Each tiny world backbone alone against ground truth (composed_vi.lab.backbone_study): the
-README's backbone table.
+RESULTS.md's backbone table.
 
   python -m experiments.main --config=configs/evaluate_backbones.py --workdir=workdir/backbones
   python -m experiments.main --config=configs/evaluate_backbones.py:smoke --workdir=/tmp/bb

@@ -26,7 +26,7 @@ def get_config(arg=None):
   c.world = common.world(scene_seed=7)
   c.backbones = common.tiny_backbones("i2v", "cam2v", "sim2v")
   c.composition = common.composition()
-  # Chosen on the evaluation's dev split (RESULTS.md): the step, and a strong repulsion that
+  # Chosen on the evaluation's dev split (docs/journal.md): the step, and a strong repulsion that
   # acts only where no control specifies the video (feature_map='target_mask': the kernel
   # sees the target's repulsion_mask alone; with 4 particles in ~37k dimensions the RBF
   # repulsion fades by ~1/D). Steps preconditioned by the target's total weight

@@ -1,4 +1,4 @@
-"""Each tiny backbone alone, against the world's ground truth (README's backbone table).
+"""Each tiny backbone alone, against the world's ground truth (RESULTS.md's backbone table).
 
 For held-out scenes (seeds the training data never used) every backbone samples videos from
 its own control alone (the ``ode`` sampler: velocity Euler steps), and the study measures the

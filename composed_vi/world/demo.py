@@ -63,17 +63,17 @@ class Composition:
 
   camera_weight: float = 1.0
   sim_weight: float = 1.0
-  # 1: the held-out cases measured worse at 0 (RESULTS.md, "The object region to the
-  # simulation backbone alone"), though the dev split (one simulation) measured better.
+  # 1: the held-out cases measured worse at 0 (docs/journal.md, "the object region to
+  # the simulation backbone alone"), though the dev split (one simulation) measured better.
   image_object_weight: float = 1.0
-  # Chosen on the evaluation's dev split (RESULTS.md, "Settings chosen on dev"): the 3D cache
+  # Chosen on the evaluation's dev split (docs/journal.md, "settings chosen on dev"): the 3D cache
   # is about 6x more accurate than the tiny backbones on the background it covers.
   context_weight: float = 6.0
   context_sigma: float = 0.02
   object_dilation: int = 1
   guidance_scale: float = 1.0
   # The raw-weight product of METHOD.md section 3 (pi_1 = N(0, I / W)); the demo's sampler
-  # preconditions its steps by 1 / W instead (RESULTS.md, "Preconditioned steps"). True
+  # preconditions its steps by 1 / W instead (docs/journal.md, "preconditioned steps"). True
   # divides the weights by their sum per pixel (compose(normalize=True), temperature 1).
   normalize_weights: bool = False
 

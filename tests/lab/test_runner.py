@@ -1,4 +1,4 @@
-"""The run library in-process: every row of the README's bad-input table is refused before any
+"""The run library in-process: every row of docs/launcher.md's bad-input table is refused before any
 compute or output, with the field named; meshes are parsed and checked."""
 
 import os
