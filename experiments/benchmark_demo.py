@@ -19,6 +19,7 @@ import numpy as np
 from absl import flags
 
 from composed_vi.lab import cli
+from composed_vi.lab.problems import world_demo as demo_problem
 from composed_vi.samplers import ctrl_vi
 from composed_vi.sampling import build_options
 from composed_vi.timing import median_seconds
@@ -40,7 +41,7 @@ def main(argv):
       spec = tb.TinySpec(kind=kind, vocab_size=64)
       tb.save(f"{root}/{kind}", spec, tb.init_params(spec))
       config.backbones[kind] = f"{root}/{kind}"
-  problem = world_demo.build(config)
+  problem = demo_problem.build(config)
   target = problem.target
   n = _PARTICLES.value
   opts = build_options("ctrl_vi", num_levels=config.num_levels,

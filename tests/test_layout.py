@@ -151,3 +151,16 @@ def test_experiments_are_thin():
     if path.name.startswith("benchmark") or path.name == "__init__.py":
       continue
     assert len(path.read_text().splitlines()) <= 60, path.name
+
+
+def test_every_main_imports():
+  """Each ``experiments/`` module imports (its flags defined, its library calls resolved), in
+  its own process as it runs."""
+  names = sorted(p.stem for p in (ROOT / "experiments").glob("*.py") if p.stem != "__init__")
+  code = ("import importlib, sys\n"
+          "for name in sys.argv[1:]:\n"
+          "  importlib.import_module(f'experiments.{name}')\n")
+  for name in names:
+    out = subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert out.returncode == 0, f"experiments.{name}: {out.stderr[-2000:]}"

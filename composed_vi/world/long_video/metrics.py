@@ -16,7 +16,7 @@ import numpy as np
 from composed_vi.world import metrics as wm
 
 
-def background_mask(example: dict, margin: int = 1) -> np.ndarray:
+def background_mask(example, margin: int = 1) -> np.ndarray:
   """``(T, H, W)`` bool: static background (no object within ``margin`` pixels, not the sky)
   that the original first frame saw (``background_visibility``)."""
   return (np.asarray(example.background_visibility)[..., 0] > 0.5) & wm.static_background(
