@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from composed_vi.world import physics
 from composed_vi.world import scene as scene_lib
 from composed_vi.world.scene import FLOOR_Y, PALETTE, WALL_Z, Background, Scene, SceneConfig
 
@@ -314,7 +315,7 @@ def render(scene: Scene, config: SceneConfig, extrinsics=None) -> Render:
   the simulation runs over ``config.num_frames`` frames either way."""
   K = scene_lib.intrinsics(config)
   extr = scene_lib.extrinsics(scene.camera, config) if extrinsics is None else extrinsics
-  positions = scene_lib.simulate(scene.objects, config)
+  positions = physics.simulate(scene.objects, config)
   # One cast per frame: the anti-aliasing sub-samples, then the pixel centre (last).
   offsets = pixel_offsets(1)
   if config.antialias > 1:

@@ -9,7 +9,7 @@ import pytest
 
 from composed_vi import world
 from composed_vi.errors import ConfigError
-from composed_vi.world import controls, render, scene
+from composed_vi.world import controls, physics, render, scene
 from composed_vi.world.scene import CAMERA_KINDS, WALL_Z, Objects
 
 # Without shadows the static background of a static camera is exactly constant.
@@ -108,7 +108,7 @@ def test_intersect_box():
 def test_bounce_stays_above_floor_and_loses_height():
   config = world.SceneConfig(num_frames=150, fps=50.0, substeps=4)
   objects = make_objects(restitution=0.7)
-  y = np.asarray(jax.jit(scene.simulate, static_argnums=1)(objects, config))[:, 0, 1]
+  y = np.asarray(jax.jit(physics.simulate, static_argnums=1)(objects, config))[:, 0, 1]
   radius = 0.3
   assert np.all(y >= radius - 1e-5)
   peaks = [y[i] for i in range(1, len(y) - 1) if y[i] > y[i - 1] and y[i] >= y[i + 1]]
@@ -124,7 +124,7 @@ def test_bounce_stays_above_floor_and_loses_height():
 
 def test_roll_stops_at_the_friction_distance_and_rest_does_not_move():
   config = world.SceneConfig(num_frames=60, fps=40.0, substeps=8)
-  p = np.asarray(jax.jit(scene.simulate, static_argnums=1)(make_objects(), config))
+  p = np.asarray(jax.jit(physics.simulate, static_argnums=1)(make_objects(), config))
   box, rest = p[:, 1], p[:, 2]
   np.testing.assert_array_equal(box[:, 1], np.float32(0.25))  # stays on the floor
   assert np.all(np.diff(box[:, 0]) <= 0)  # never reverses
