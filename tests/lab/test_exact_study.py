@@ -5,7 +5,10 @@ import os
 import subprocess
 import sys
 
-from composed_vi.lab import exact_study
+import numpy as np
+import pytest
+
+from composed_vi.lab import exact_study, toys
 from configs import exact_targets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -31,6 +34,11 @@ def test_study_writes_table_and_plots(tmp_path):
   row = saved["results"]["ctrl_vi_kernel"]
   assert row["method"] == "ctrl_vi" and row["options"]["drive"] == "kernel"
   assert row["many"]["mmd_floor"] > 0 and 0 <= row["few_2d"]["modes"] <= 4
+  # The clump-seeing columns: a fine kernel at the narrowest exact component's std, and the
+  # nearest-neighbour distances against exact samples.
+  _, exact = toys.asymmetric_product_2d()
+  assert row["many"]["fine_bandwidth"] == pytest.approx(float(np.min(np.asarray(exact.stds))))
+  assert row["many"]["fine_mmd_ratio"] > 0 and row["many"]["nn_ratio"] > 0
   md = (tmp_path / "results.md").read_text()
   assert md.count("\n") == 2 + 3 and "| ctrl_vi_kernel |" in md
   with open(tmp_path / "particles.png", "rb") as f:
