@@ -164,3 +164,10 @@ def test_every_main_imports():
     out = subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True,
                          cwd=ROOT)
     assert out.returncode == 0, f"experiments.{name}: {out.stderr[-2000:]}"
+
+
+def test_test_modules_have_unique_names():
+  """The tests have no ``__init__.py`` (pytest puts each folder on the path), so two test files
+  of one name in two folders would not both be collected."""
+  names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+  assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
