@@ -84,9 +84,7 @@ def sampler_options(config) -> dict:
   if "levels" in opts:
     opts["levels"] = tuple(opts["levels"])
   if isinstance(opts.get("mala"), str):
-    mala = opts["mala"]
-    opts["mala"] = check_choice("sampler.mala", mala.lower(), tuple(_MALA)) and _MALA[
-        mala.lower()]
+    opts["mala"] = _MALA[check_choice("sampler.mala", opts["mala"].lower(), tuple(_MALA))]
   return opts
 
 
