@@ -12,7 +12,7 @@ Three sections, printed as aligned tables followed by a final ``ratio`` line:
 2. Memory scaling in D (powers of two) at N=16: BlackJAX's double vmap materialises an
    N x N x D tensor (``N^2 D 4`` bytes); sizes whose estimate exceeds a fraction of the memory
    are not run (``does not fit``). XLA's own compiled temp size is reported next to the
-   estimate. Ours is then run at N=64, D=2**21.
+   estimate. Ours is then run at N=64, D=2**21 (full run only: ``--quick`` stops at 2**20).
 3. jit compile time of a full ``composed_vi.sample`` per method on a 2-D product of two Gaussian
    mixtures: first call (compile + run) minus second call (run, another key).
 
@@ -40,7 +40,8 @@ from composed_vi import io, kernels
 from composed_vi.experts import GaussianMixture
 from composed_vi.timing import time_calls
 
-_QUICK = flags.DEFINE_bool("quick", False, "Fewer sizes and repeats (about a minute on a CPU).")
+_QUICK = flags.DEFINE_bool("quick", False, "Fewer sizes and repeats, D <= 2^20 (a few minutes on "
+                           "a 2-core CPU).")
 _OUT = flags.DEFINE_string("out", None, "Optional JSON file for the results (written atomically).")
 
 LR = 0.1  # SVGD step size (plain SGD, as optax.sgd in BlackJAX)
@@ -179,12 +180,16 @@ def bench_step(quick: bool):
 
   ours, ours_compile, ours_mem = compile_ahead(ours_step, x)
   bj, bj_compile, bj_mem = compile_ahead(algorithm.step, state)
-  # Interleave the two so that a slow phase of the machine does not favour one of them.
-  ours_times, bj_times = [], []
+  # The bound a kernel step cannot beat: one Gram matrix x x^T of the same particles.
+  gram, _, _ = compile_ahead(lambda x: x @ x.T, x)
+  # Interleave the three so that a slow phase of the machine does not favour one of them.
+  ours_times, bj_times, gram_times = [], [], []
   for _ in range(2):
     ours_times += time_calls(blocked(ours, x), repeats, warmup=warmup, budget_s=budget / 2)
     bj_times += time_calls(blocked(bj, state), repeats, warmup=warmup, budget_s=budget / 2)
+    gram_times += time_calls(blocked(gram, x), repeats, warmup=warmup, budget_s=budget / 2)
   ours_s, bj_s = statistics.median(ours_times), statistics.median(bj_times)
+  gram_s = statistics.median(gram_times)
 
   # Same bandwidth for both: the updates must agree up to float32 rounding.
   length_scale = state.kernel_parameters["length_scale"]
@@ -199,6 +204,7 @@ def bench_step(quick: bool):
       "ours_compile_s": ours_compile, "blackjax_compile_s": bj_compile,
       "ours_xla_bytes": ours_mem, "blackjax_xla_bytes": bj_mem,
       "ratio_ours_over_blackjax": ours_s / bj_s, "speedup": bj_s / ours_s,
+      "gram_s": gram_s, "gram_times_s": gram_times, "ratio_ours_over_gram": ours_s / gram_s,
       "max_abs_diff_same_bandwidth": diff, "max_abs_update": update,
   }
 
@@ -207,7 +213,8 @@ def bench_memory(quick: bool, budget_bytes: int):
   """Section 2: D sweep at N=16 (BlackJAX gated on N^2 D 4 bytes), then ours at N=64, D=2^21."""
   limit = MEMORY_FRACTION * budget_bytes
   if quick:
-    exponents = range(16, 25, 2)
+    # Steps at D >= 2^22 take minutes here (allocation-bound); the full run measures them.
+    exponents = range(16, 21, 2)
     warmup, repeats, budget = 1, 1, 5.0  # a cold first call is far slower: always warm up
     blackjax_run_cap = 2**18  # --quick: larger BlackJAX sizes are compiled but not run
   else:
@@ -248,23 +255,28 @@ def bench_memory(quick: bool, budget_bytes: int):
   fits = [r["d"] for r in rows if r["blackjax_estimate_bytes"] <= limit]
   first_no_fit = next((r["d"] for r in rows if r["blackjax_estimate_bytes"] > limit), None)
 
-  x = particles(BIG_N, BIG_D, seed=1)
-  ours, ours_compile, ours_mem = compile_ahead(ours_step, x)
-  big_times = time_calls(blocked(ours, x), 1 if quick else 3, warmup=1,
-                         budget_s=budget if quick else 30.0)
-  big_s = statistics.median(big_times)
-  state_shape = jax.eval_shape(lambda x: blackjax_state(algorithm, x), x)
-  _, _, bj_big_mem = compile_ahead(algorithm.step, state_shape)
-  del ours, x
-  big = {
-      "n": BIG_N, "d": BIG_D, "ours_s": big_s, "ours_times_s": big_times,
-      "ours_compile_s": ours_compile, "ours_xla_bytes": ours_mem,
-      "blackjax_estimate_bytes": BIG_N * BIG_N * BIG_D * 4, "blackjax_xla_bytes": bj_big_mem,
-  }
+  big = None if quick else _bench_big(algorithm)
   return {
       "memory_budget_bytes": budget_bytes, "limit_bytes": limit, "fraction": MEMORY_FRACTION,
       "sweep": rows, "blackjax_largest_fitting_d": max(fits) if fits else None,
       "blackjax_first_not_fitting_d": first_no_fit, "ours_big": big,
+  }
+
+
+def _bench_big(algorithm) -> dict:
+  """Ours at N=64, D=2^21, where BlackJAX's N x N x D tensor does not fit (full run only)."""
+  big_n, big_d = BIG_N, BIG_D
+  x = particles(big_n, big_d, seed=1)
+  ours, ours_compile, ours_mem = compile_ahead(ours_step, x)
+  big_times = time_calls(blocked(ours, x), 3, warmup=1, budget_s=30.0)
+  big_s = statistics.median(big_times)
+  state_shape = jax.eval_shape(lambda x: blackjax_state(algorithm, x), x)
+  _, _, bj_big_mem = compile_ahead(algorithm.step, state_shape)
+  del ours, x
+  return {
+      "n": big_n, "d": big_d, "ours_s": big_s, "ours_times_s": big_times,
+      "ours_compile_s": ours_compile, "ours_xla_bytes": ours_mem,
+      "blackjax_estimate_bytes": big_n * big_n * big_d * 4, "blackjax_xla_bytes": bj_big_mem,
   }
 
 
@@ -313,7 +325,10 @@ def report(results) -> str:
         secs(s["ours_compile_s"]), gb(s["ours_xla_bytes"]["temp"]),
         f"{s['ratio_ours_over_blackjax']:.3f}"],
        ["blackjax.svgd step", secs(s["blackjax_s"]), len(s["blackjax_times_s"]),
-        secs(s["blackjax_compile_s"]), gb(s["blackjax_xla_bytes"]["temp"]), "1.000"]]))
+        secs(s["blackjax_compile_s"]), gb(s["blackjax_xla_bytes"]["temp"]), "1.000"],
+       ["one Gram matrix x @ x.T (the bound)", secs(s["gram_s"]), len(s["gram_times_s"]), "-",
+        "-", f"{s['gram_s'] / s['blackjax_s']:.3f}"]]))
+  out.append(f"ours / Gram matrix = {s['ratio_ours_over_gram']:.1f}x")
   out.append(f"same bandwidth: max |ours - blackjax| = {s['max_abs_diff_same_bandwidth']:.2e} "
              f"(max |update| = {s['max_abs_update']:.2e})")
 
@@ -333,13 +348,17 @@ def report(results) -> str:
   out.append(f"BlackJAX by the estimate: largest swept D that fits = "
              f"{m['blackjax_largest_fitting_d']}, first swept D that does not = "
              f"{m['blackjax_first_not_fitting_d']}")
-  out.append(table(
-      ["config", "ours", "repeats", "compile", "ours XLA mem", "blackjax N^2*D*4",
-       "blackjax XLA temp"],
-      [[f"N={b['n']}, D=2^{int(math.log2(b['d']))}", secs(b["ours_s"]), len(b["ours_times_s"]),
-        secs(b["ours_compile_s"]), gb(b["ours_xla_bytes"]["total"]),
-        f"does not fit (estimated {b['blackjax_estimate_bytes'] / 1e9:.1f} GB)",
-        gb(b["blackjax_xla_bytes"]["temp"])]]))
+  if b is None:
+    out.append(f"(--quick: ours at N={BIG_N}, D=2^{int(math.log2(BIG_D))} runs in the full "
+               "benchmark only)")
+  else:
+    out.append(table(
+        ["config", "ours", "repeats", "compile", "ours XLA mem", "blackjax N^2*D*4",
+         "blackjax XLA temp"],
+        [[f"N={b['n']}, D=2^{int(math.log2(b['d']))}", secs(b["ours_s"]),
+          len(b["ours_times_s"]), secs(b["ours_compile_s"]), gb(b["ours_xla_bytes"]["total"]),
+          f"does not fit (estimated {b['blackjax_estimate_bytes'] / 1e9:.1f} GB)",
+          gb(b["blackjax_xla_bytes"]["temp"])]]))
   out.append("note: 'blackjax XLA temp' is XLA's own compiled scratch size for BlackJAX's step; "
              "where it is far below N^2*D*4, XLA fused the N x N x D intermediates away and the "
              "estimate overstates BlackJAX's footprint (only the estimate gates the runs).")
