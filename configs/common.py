@@ -29,11 +29,7 @@ def sampler(**defaults) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   for name, kind in SAMPLER_FIELDS:
     c[name] = ml_collections.FieldReference(None, field_type=kind)
-  for name, value in defaults.items():
-    if name not in c:
-      raise KeyError(f"sampler: unknown option {name!r}")
-    c[name] = value
-  return c
+  return _override(c, defaults, "sampler: unknown option")
 
 
 def composition(**overrides) -> ml_collections.ConfigDict:
@@ -50,9 +46,14 @@ def composition(**overrides) -> ml_collections.ConfigDict:
       guidance_scale=1.0,  # CFG of the text-conditioned backbones
       normalize_weights=False,  # weights divided by their sum per pixel
   ))
-  for name, value in overrides.items():
+  return _override(c, overrides, "composition: unknown field")
+
+
+def _override(c: ml_collections.ConfigDict, values: dict, unknown: str):
+  """``c`` with ``values`` set; a name ``c`` does not have raises ``KeyError(unknown name)``."""
+  for name, value in values.items():
     if name not in c:
-      raise KeyError(f"composition: unknown field {name!r}")
+      raise KeyError(f"{unknown} {name!r}")
     c[name] = value
   return c
 

@@ -130,7 +130,7 @@ def validate(config) -> Settings:
     fail("variants", f"a non-empty tuple of distinct names from {lvc.VARIANTS}", config.variants)
   for i, v in enumerate(variants):
     check_choice(f"variants[{i}]", v, lvc.VARIANTS)
-  composition = world_demo.Composition.from_config(config).validate()
+  composition = world_demo.Composition.from_config(config)
   if composition.context_weight <= 0:
     fail("context_weight", "a weight > 0 (last_frame_only is the variant without context)",
          composition.context_weight)

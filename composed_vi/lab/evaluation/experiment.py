@@ -79,15 +79,13 @@ def validate(config) -> tuple[list[Case], list[Method], dict]:
                                    for n in ("config.json", "results.jsonl")):
     fail("reuse_from", "an evaluation workdir holding config.json and results.jsonl",
          config.reuse_from)
-  world_demo.Composition.from_config(config).validate()
+  world_demo.Composition.from_config(config)  # validates, naming composition.<field>
   for m in methods:
     try:
       build_options(m.sampler, **sampler_options(m, config))
     except ConfigError as e:
       raise ConfigError(f"methods[{m.name}]: {e}") from None
   return case_list, methods, world_demo.load_backbones(config.backbones, KINDS)
-
-
 
 
 def _same_metrics(a: dict, b: dict) -> str | None:
@@ -166,9 +164,8 @@ def reuse_rows(config, workdir: str, case_list, methods, done, sampler, scene_co
       shot = os.path.join(src, "gallery", case.name, f"{method.name}.npz")
       if case.name in gallery and os.path.isfile(shot):
         dest = os.path.join(workdir, "gallery", case.name, f"{method.name}.npz")
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        shutil.copyfile(shot, dest + ".tmp")
-        os.replace(dest + ".tmp", dest)
+        with io.atomic_path(dest) as tmp:
+          shutil.copyfile(shot, tmp)
     logging.info("reuse_from: %s: %d rows checked, %d copied", method.name, len(checked),
                  max(0, len(todo) - len(checked)))
   return out

@@ -125,7 +125,7 @@ class Sampler:
 
   def __init__(self, config, backbones: dict | None = None):
     self.config = config
-    self.composition = world_demo.Composition.from_config(config).validate()
+    self.composition = world_demo.Composition.from_config(config)
     self.backbones = backbones or world_demo.load_backbones(config.backbones, KINDS)
     self.fns = {k: tb.model_fn(spec) for k, (spec, _) in self.backbones.items()}
 

@@ -33,5 +33,3 @@ def load_array(field: str, path: str, kind: str):
   except Exception as e:  # noqa: BLE001 - any unreadable file is a user error here
     fail(field, f"a readable {kind} file", f"{path} ({type(e).__name__}: {e})")
   return data
-
-
