@@ -36,7 +36,7 @@ def paired_difference(values, reference, num_resamples: int = 2000, seed: int = 
   return bootstrap_interval(a - b, num_resamples, seed)
 
 
-def _value(row: dict, metric: str) -> float:
+def row_value(row: dict, metric: str) -> float:
   """A row's metric; ``seconds`` of a row that includes compilation counts as missing."""
   if metric == "seconds" and row.get("includes_compile"):
     return float("nan")
@@ -67,7 +67,7 @@ def aggregate(rows: list[dict], methods, metrics, reference: str = "ctrl_vi",
     per_case = by.get(name, {})
     out[name] = {}
     for metric, _, _ in metrics:
-      vals = [_value(per_case[c], metric) for c in sorted(per_case)]
+      vals = [row_value(per_case[c], metric) for c in sorted(per_case)]
       mean, lo, hi = bootstrap_interval(vals, num_resamples, seed)
       entry = dict(mean=mean, low=lo, high=hi,
                    n=int(np.sum(np.isfinite(np.asarray(vals, np.float64)))))
@@ -75,8 +75,8 @@ def aggregate(rows: list[dict], methods, metrics, reference: str = "ctrl_vi",
       common = sorted(set(per_case) & set(ref))
       if name != reference and common:
         entry["diff"], entry["diff_low"], entry["diff_high"] = paired_difference(
-            [_value(per_case[c], metric) for c in common],
-            [_value(ref[c], metric) for c in common], num_resamples, seed)
+            [row_value(per_case[c], metric) for c in common],
+            [row_value(ref[c], metric) for c in common], num_resamples, seed)
       out[name][metric] = entry
   return out
 
@@ -95,7 +95,7 @@ def best_or_tied(rows: list[dict], methods, metrics, num_resamples: int = 2000,
   for metric, better, _ in metrics:
     if metric == "seconds" or not common:
       continue
-    values = {n: np.array([_value(by[n][c], metric) for c in common]) for n in names}
+    values = {n: np.array([row_value(by[n][c], metric) for c in common]) for n in names}
     keep = [n for n in names if np.isfinite(values[n]).any()]
     if not keep:
       continue

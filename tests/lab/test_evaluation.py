@@ -354,3 +354,18 @@ def test_best_or_tied_per_metric():
   methods = [METHODS[n] for n in ("ctrl_vi", "average", "langevin")]
   text = report.markdown(stats.aggregate(rows, methods, ev.METRICS), methods, "cmd", 12, best)
   assert "- diversity (unspecified): `ctrl_vi`; tied: none" in text
+
+
+def test_compare_runs_gives_paired_differences_and_counts_changed_cases():
+  old = [dict(case=f"c{i}", method="ctrl_vi", first_frame_l1=0.1, track_error_px=2.0,
+              camera_background_error=0.05, consistency_3d=0.03, diversity=0.2, valid_all=1.0,
+              seconds=1.0) for i in range(4)]
+  new = [dict(r, first_frame_l1=r["first_frame_l1"] + (0.25 if i < 2 else 0.0), seconds=9.0)
+         for i, r in enumerate(old)]
+  text = report.compare_runs(new, old + [dict(old[0], method="only_old")])
+  rows = [line for line in text.splitlines() if line.startswith("| ctrl_vi")]
+  assert len(rows) == 1 and "only_old" not in text
+  cells = [c.strip() for c in rows[0].strip("|").split("|")]
+  assert cells[1] == "2 of 4"  # seconds differ everywhere but do not count as a change
+  assert cells[2].startswith("+0.1250 [")  # mean of (0.25, 0.25, 0, 0)
+  assert cells[3] == "+0.000 [+0.000, +0.000]"

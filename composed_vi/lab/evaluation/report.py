@@ -205,3 +205,26 @@ def write(workdir: str, config, case_list, methods, rows, scene_config) -> dict:
   gallery(workdir, case_list[:config.gallery_cases], methods, scene_config)
   print(text)
   return table
+
+
+def compare_runs(new_rows: list[dict], old_rows: list[dict], metrics=METRICS) -> str:
+  """Markdown: per method both runs have, the paired difference ``new - old`` over their
+  common cases with its 95% interval, and how many cases changed at all (any metric but
+  ``seconds``). For two runs of one config on two versions of the code."""
+  new = stats.by_method(new_rows)
+  old = stats.by_method(old_rows)
+  shown = [(m, label) for m, _, label in metrics if m != "seconds"]
+  lines = ["| method | cases changed | " + " | ".join(label for _, label in shown) + " |",
+           "|---|---|" + "---|" * len(shown)]
+  for method in sorted(set(new) & set(old)):
+    cases = sorted(set(new[method]) & set(old[method]))
+    values = {m: ([stats.row_value(new[method][c], m) for c in cases],
+                  [stats.row_value(old[method][c], m) for c in cases]) for m, _ in shown}
+    changed = sum(any(not (a[i] == b[i] or (np.isnan(a[i]) and np.isnan(b[i])))
+                      for a, b in values.values()) for i in range(len(cases)))
+    cells = []
+    for m, _ in shown:
+      diff, low, high = stats.paired_difference(*values[m])
+      cells.append(_fmt_diff(dict(diff=diff, diff_low=low, diff_high=high), m))
+    lines.append(f"| {method} | {changed} of {len(cases)} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
