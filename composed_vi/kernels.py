@@ -6,8 +6,8 @@
     sum_j grad_{x_j} K_ij = (2 / h) F^T (f_i sum_j K_ij - (K f)_i)
 
 so only the N x N kernel and (N x N)(N x D) products are formed: memory O(N^2 + N D), never
-an N x N x D tensor. Squared distances come from float32 differences (one row at a time), not
-from the Gram identity, which loses precision on near-identical particles.
+an N x N x D tensor. Squared distances come from one Gram product of the centred particles,
+with each particle's nearest pair recomputed from differences (:func:`pairwise_sq_dists`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import jax.numpy as jnp
 from composed_vi.errors import check_choice, fail
 
 DRIVES = ("kernel", "self", "local", "normalized")
-_DIFF_BUDGET = 2**24
+_GATHER_BUDGET = 2**22
+_RECOMPUTE_BELOW = 0.1  # nearest pairs closer than this fraction of |a|^2 + |b|^2 (centred)
 
 
 class SteinInfo(NamedTuple):
@@ -35,20 +36,67 @@ class SteinInfo(NamedTuple):
 
 
 def pairwise_sq_dists(f: jax.Array, axis_name=None) -> jax.Array:
-  """``(N, P) -> (N, N)`` squared distances from float32 differences, one row at a time.
+  """``(N, P) -> (N, N)`` squared distances at the speed of one Gram product, float32-accurate.
 
-  With ``axis_name`` the features are a shard of the coordinates and the partial sums are
-  ``psum``-ed over that mesh axis (N x N floats of communication).
+  The features are centred (the common offset of near-identical particles is what makes the
+  raw Gram identity ``|a|^2 + |b|^2 - 2 a.b`` cancel catastrophically), the identity is then
+  applied to the centred features in one ``(N, P) x (P, N)`` product, and each particle's
+  nearest pair (where the remaining cancellation is largest: distances far below the spread) is
+  recomputed from float32 differences. Exactly symmetric, zero diagonal, never negative.
+
+  With ``axis_name`` the features are a shard of the coordinates: the norms, the Gram matrix
+  and the nearest pairs' distances are ``psum``-ed over that mesh axis (``O(N^2)`` floats).
   """
-  f = f.astype(jnp.float32)
-  n, p = f.shape
-  # Rows in batches of at most ~2^24 difference entries: one fused broadcast for small
-  # problems, a row at a time for video latents (memory O(N D), never N x N x D).
-  batch = max(1, min(n, _DIFF_BUDGET // max(n * p, 1)))
-  sq = jax.lax.map(lambda fi: jnp.sum(jnp.square(f - fi), axis=-1), f, batch_size=batch)
+  return _centred_sq_dists(centre(f.astype(jnp.float32)), axis_name)
+
+
+def centre(f: jax.Array) -> jax.Array:
+  """``f - mean over particles`` of ``(N, P)`` float32 features.
+
+  The mean is a ``(1, N) x (N, P)`` product: XLA:CPU's column reduction was 15x slower than
+  the Gram product itself at N = 16, P = 65536. The barrier keeps XLA from fusing the
+  subtraction into the consumers' products (measured 4x slower than materialising it). Every
+  particle is in each shard of a sharded call, so the mean is local there.
+  """
+  n = f.shape[0]
+  mean = jnp.matmul(jnp.full((1, n), 1.0 / n, jnp.float32), f,
+                    precision=jax.lax.Precision.HIGHEST)
+  return jax.lax.optimization_barrier(f - mean)
+
+
+def _centred_sq_dists(fc: jax.Array, axis_name=None) -> jax.Array:
+  """:func:`pairwise_sq_dists` of features already centred over the particles."""
+  n = fc.shape[0]
+  gram = jnp.matmul(fc, fc.T, precision=jax.lax.Precision.HIGHEST)
   if axis_name is not None:
-    sq = jax.lax.psum(sq, axis_name)
-  return sq
+    gram = jax.lax.psum(gram, axis_name)
+  norms = jnp.diagonal(gram)
+  sq = norms[:, None] + norms[None, :] - 2.0 * gram
+  eye = jnp.eye(n, dtype=bool)
+  sq = jnp.where(eye, 0.0, jnp.maximum(0.5 * (sq + sq.T), 0.0))
+  if n < 2:
+    return sq
+  # The identity's rounding is about 1e-7 of |a|^2 + |b|^2 (times the accumulation's growth):
+  # a pair far closer than the particles' spread loses digits. Each particle's nearest pair is
+  # then recomputed from float32 differences (one N x P pass, skipped when no pair is that close).
+  masked = jnp.where(eye, jnp.inf, sq)
+  nearest = jnp.argmin(masked, axis=1)
+  close = jnp.any(jnp.min(masked, axis=1) < _RECOMPUTE_BELOW * (norms + norms[nearest]))
+
+  def recompute(sq):
+    if n * fc.shape[1] <= _GATHER_BUDGET:  # one gather
+      exact = jnp.sum(jnp.square(fc - jnp.take(fc, nearest, axis=0)), axis=-1)
+    else:  # rows in batches, so no N x P copy is made for video latents
+      batch = max(1, _GATHER_BUDGET // max(fc.shape[1], 1))
+      exact = jax.lax.map(lambda ij: jnp.sum(jnp.square(fc[ij[0]] - fc[ij[1]])),
+                          (jnp.arange(n), nearest), batch_size=batch)
+    if axis_name is not None:
+      exact = jax.lax.psum(exact, axis_name)
+    rows = jnp.arange(n)
+    # (i, j) and (j, i) get the same value from both ends (the squares are order-independent).
+    return sq.at[rows, nearest].set(exact).at[nearest, rows].set(exact)
+
+  return jax.lax.cond(close, recompute, lambda sq: sq, sq)
 
 
 def _kth_smallest_pair(sq: jax.Array, upper: jax.Array, k: int) -> jax.Array:
@@ -215,28 +263,31 @@ def stein_direction(
       features = identity_features()
     else:
       f = features.apply(xf)
-    sq = pairwise_sq_dists(f, axis_name)
+    # Centred features: the distances' Gram identity and the repulsion's product below then
+    # round with the spread, not the magnitude, of the particles.
+    fc = centre(f)
+    sq = _centred_sq_dists(fc, axis_name)
     h = median_bandwidth(sq, bandwidth_scale) if bandwidth is None else jnp.asarray(
         bandwidth, jnp.float32)
     k = jnp.exp(-sq / h)
     rowsum = jnp.sum(k, axis=1, keepdims=True)
-    # Centred features: f_i sum_j K_ij - (K f)_i is unchanged by a common shift, and its
-    # float32 rounding then scales with the spread, not the magnitude, of the particles.
-    # Written as one product with the kernel's Laplacian diag(rowsum) - K (rows sum to 0).
-    fc = f - jnp.mean(f, axis=0, keepdims=True)
-    diff = (jnp.diag(rowsum[:, 0]) - k) @ fc
+    # f_i sum_j K_ij - (K f)_i is unchanged by a common shift: one product with the kernel's
+    # Laplacian diag(rowsum) - K (rows sum to 0) on the centred features.
+    # Every scale is folded into the N x N matrices, so each N x D product is one pass.
     # All particles coincide: no repulsion (h is at its floor; rounding would be amplified).
-    diff = jnp.where(sq.max() > 0, diff, 0.0)
-    rep = (2.0 / (h * n)) * features.transpose(diff)
+    coef = jnp.where(sq.max() > 0, 2.0 / (h * n), 0.0)
+    lap = coef * (jnp.diag(rowsum[:, 0]) - k)
+    if drive == "normalized":  # repulsion divided by the kernel density estimate rowsum / N
+      lap = lap * (n / rowsum)
+    if not calibrate:
+      lap = repulsion * lap
+    rep = features.transpose(jnp.matmul(lap, fc, precision=jax.lax.Precision.HIGHEST))
     if drive == "kernel":
-      dr = (k @ g) / n
-    elif drive == "self":
-      dr = g
+      dr = jnp.matmul(k / n, g, precision=jax.lax.Precision.HIGHEST)
     elif drive == "local":
       dr = (rowsum / n) * g
-    else:  # own score, repulsion divided by the kernel density estimate rowsum / N
+    else:  # 'self' and 'normalized': the particle's own score
       dr = g
-      rep = rep * (n / rowsum)
     if calibrate:
       # Scale the repulsion so that it spreads the population as fast as Langevin's diffusion
       # would: Stein's identity E_p[(x - c) . grad log p] = -D says the spread is stationary
@@ -254,8 +305,7 @@ def stein_direction(
         if r is not None:
           dim = jax.lax.psum(dim, axis_name)
       dim = jnp.asarray(xf.shape[1] if dim is None else dim, jnp.float32)
-      rep = rep * (jnp.sum(w) * dim / jnp.maximum(spread, 1e-30))
-    rep = repulsion * rep
+      rep = repulsion * rep * (jnp.sum(w) * dim / jnp.maximum(spread, 1e-30))
   phi = dr + rep
   if r is not None:
     phi, dr, rep = phi * r, dr * r, rep * r

@@ -100,7 +100,8 @@ def get_config(arg=None):
   # Options of every ctrl_vi method (a method's own options win): the demo's (chosen on the
   # dev split); unset fields keep the sampler's defaults.
   c.ctrl_vi = common.sampler(**{k: demo.sampler[k] for k in (
-      "step_size", "repulsion", "feature_map", "stein_region", "stein_min_t")})
+      "step_size", "drive", "step_rule", "repulsion", "feature_map", "stein_region",
+      "stein_min_t")})
   c.gallery_cases = 3
   # An earlier evaluation workdir whose rows are copied for the methods whose settings are
   # unchanged (each checked bit for bit on its first reuse_check_cases cases), so that

@@ -26,7 +26,8 @@ def get_config(arg=None):
   c.num_particles = 4  # = chains
   c.num_levels = 32
   c.sampler = common.sampler(**{k: demo.sampler[k] for k in (
-      "inner_steps", "step_size", "feature_map", "repulsion", "precondition",
+      "inner_steps", "step_size", "drive", "step_rule", "feature_map", "repulsion",
+      "precondition",
       "stein_region", "stein_min_t")})
   c.world = common.world()
   c.long = ml_collections.ConfigDict(dict(
