@@ -12,7 +12,8 @@ SAMPLER_FIELDS = (
     ("t_max", float), ("t_min", float), ("shift", float), ("levels", tuple),
     ("inner_steps", int), ("step_size", float), ("precondition", bool),
     # ctrl_vi (CtrlVIOptions)
-    ("drive", str), ("step_rule", str), ("repulsion", float), ("repulsion_schedule", str), ("feature_map", str),
+    ("drive", str), ("step_rule", str), ("repulsion", float), ("repulsion_schedule", str),
+    ("feature_map", str),
     ("pool_factor", int), ("num_features", int), ("feature_seed", int), ("bandwidth", float),
     ("bandwidth_scale", float), ("calibrate_repulsion", bool), ("stein_region", str),
     ("stein_min_t", float),
