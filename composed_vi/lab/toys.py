@@ -41,3 +41,59 @@ def four_modes(dim: int = 2, separation: float = 2.0, std: float = 0.5):
   b = GaussianMixture(jnp.asarray(np.stack([separation * e2, -separation * e2])),
                       jnp.array([std, std]))
   return (a, b), gmm.product(a, b)
+
+
+def ring_product(rotation: float = 0.0, std: float = 0.075, radius: float = 1.0):
+  """Reduce-Reuse-Recycle's ring of 8 times its left half: 4 modes of std ``std / sqrt(2)``.
+
+  The ring's components sit at angles ``22.5 + 45 k`` degrees (plus ``rotation``, radians) on a
+  circle of ``radius``; the second expert has the four whose first coordinate is negative
+  before the rotation, so the product keeps those four, ``0.77 radius`` apart.
+  """
+  ang = np.deg2rad(22.5 + 45.0 * np.arange(8))
+  means = np.stack([np.cos(ang), np.sin(ang)], -1)
+  left = means[:, 0] < 0
+  c, s = np.cos(rotation), np.sin(rotation)
+  means = (radius * means @ np.array([[c, s], [-s, c]])).astype(np.float32)
+  ring = GaussianMixture(jnp.asarray(means), jnp.full((8,), std, jnp.float32))
+  half = GaussianMixture(jnp.asarray(means[left]), jnp.full((4,), std, jnp.float32))
+  return (ring, half), gmm.product(ring, half)
+
+
+def random_product(seed: int, dim: int = 2, stds=(0.15, 1.2)):
+  """Two random isotropic mixtures in ``dim`` dimensions and their exact product.
+
+  Per expert: 2 to 4 components, means uniform in ``[-2, 2]^dim``, stds uniform in ``stds``,
+  weights from a flat Dirichlet. The seed decides everything (numpy's generator).
+  """
+  rng = np.random.default_rng(seed)
+  mixtures = []
+  for _ in range(2):
+    k = int(rng.integers(2, 5))
+    mixtures.append(GaussianMixture(
+        jnp.asarray(rng.uniform(-2.0, 2.0, (k, dim)).astype(np.float32)),
+        jnp.asarray(rng.uniform(*stds, k).astype(np.float32)),
+        jnp.asarray(rng.dirichlet(np.ones(k)).astype(np.float32))))
+  return tuple(mixtures), gmm.product(*mixtures)
+
+
+def wide_narrow_product(seed: int):
+  """A wide expert (2 components, stds 1.0 to 1.6) times a narrow one (3 components, stds
+  0.08 to 0.2) in 2-D: the product is narrow where the wide expert barely varies."""
+  rng = np.random.default_rng(seed)
+  wide = GaussianMixture(jnp.asarray(rng.uniform(-1.5, 1.5, (2, 2)).astype(np.float32)),
+                         jnp.asarray(rng.uniform(1.0, 1.6, 2).astype(np.float32)))
+  narrow = GaussianMixture(jnp.asarray(rng.uniform(-1.0, 1.0, (3, 2)).astype(np.float32)),
+                           jnp.asarray(rng.uniform(0.08, 0.2, 3).astype(np.float32)),
+                           jnp.asarray(rng.dirichlet(np.ones(3)).astype(np.float32)))
+  return (wide, narrow), gmm.product(wide, narrow)
+
+
+#: The seeded families of the exact-target study: ``name -> (seed -> (experts, exact))``.
+FAMILIES = {
+    "random_2d": lambda seed: random_product(seed, 2),
+    "random_16d": lambda seed: random_product(seed, 16),
+    "ring": lambda seed: ring_product(rotation=float(np.random.default_rng(seed).uniform(
+        0, 2 * np.pi))),
+    "wide_narrow": wide_narrow_product,
+}

@@ -20,7 +20,7 @@ NOT_IN_CONFIG = {"num_levels", "reward"}
 #: A valid value other than the default, for every option (and the method that has it).
 VALUES = dict(
     t_max=0.9, t_min=0.05, shift=3.0, levels=(0.9, 0.5, 0.1), inner_steps=3, step_size=0.05,
-    precondition=True, drive="kernel", repulsion=2.5, repulsion_schedule="linear",
+    precondition=True, drive="local", step_rule="noise", repulsion=2.5, repulsion_schedule="linear",
     feature_map="pool", pool_factor=4, num_features=8, feature_seed=3, bandwidth=0.7,
     bandwidth_scale=0.5, calibrate_repulsion=True, stein_region="target_mask", stein_min_t=0.4,
     mala="false", reward_scale=2.0, ess_threshold=0.25, solver="heun",
