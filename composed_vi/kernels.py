@@ -12,6 +12,7 @@ with each particle's nearest pair recomputed from differences (:func:`pairwise_s
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, NamedTuple
 
@@ -35,6 +36,7 @@ class SteinInfo(NamedTuple):
   ratio: jax.Array  # |repulsion| / |drive|
 
 
+@functools.partial(jax.jit, static_argnames=("axis_name",))
 def pairwise_sq_dists(f: jax.Array, axis_name=None) -> jax.Array:
   """``(N, P) -> (N, N)`` squared distances at the speed of one Gram product, float32-accurate.
 

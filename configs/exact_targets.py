@@ -18,9 +18,9 @@ def get_config(arg=None):
   c.seed = 0
   # method -> {option: grid} (one option per method; {} for a method without a step).
   c.grids = ml_collections.ConfigDict(dict(
-      ctrl_vi=dict(step_size=(0.25, 0.5, 1.0, 2.0)),
-      annealed_langevin=dict(step_size=(0.05, 0.1, 0.2, 0.4)),
-      poe_smc=dict(step_size=(0.05, 0.1, 0.2, 0.4)),
+      ctrl_vi=dict(step_size=(0.5, 1.0, 2.0, 4.0)),
+      annealed_langevin=dict(step_size=(0.1, 0.2, 0.4, 0.8)),
+      poe_smc=dict(step_size=(0.1, 0.2, 0.4, 0.8)),
       ode=dict(),
   ))
   # Rows that change one option of Ctrl-VI's chosen setting (reported on the test seeds).
@@ -39,7 +39,9 @@ def get_config(arg=None):
   c.seeds_per_split = 3
   c.test_offset = 1000
   c.many = ml_collections.ConfigDict(dict(num_particles=512))
-  c.few = ml_collections.ConfigDict(dict(num_particles=4, num_seeds=20, high_dim=4096))
+  # Few particles: num_seeds test seeds per target; num_dev_seeds dev seeds for the choice.
+  c.few = ml_collections.ConfigDict(dict(num_particles=4, num_seeds=20, num_dev_seeds=10,
+                                         high_dim=4096))
   c.plots = True
   if arg == "smoke":
     c.grids = ml_collections.ConfigDict(dict(ctrl_vi=dict(step_size=(0.5, 1.0)), ode=dict()))
@@ -48,6 +50,7 @@ def get_config(arg=None):
     c.seeds_per_split = 1
     c.many.num_particles = 64
     c.few.num_seeds = 2
+    c.few.num_dev_seeds = 2
     c.few.high_dim = 64
     c.num_levels = 8
   elif arg not in (None, ""):
