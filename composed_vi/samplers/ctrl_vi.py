@@ -70,7 +70,7 @@ class CtrlVIOptions(base.AnnealingOptions):
       below its level's noise.
   """
 
-  step_size: float = 0.5
+  step_size: float = 1.0
   step_rule: str = "stiffness"
   drive: str = "kernel"
   repulsion: float = 1.0
