@@ -129,6 +129,9 @@ def cached(workdir: str, name: str, fn):
   out = fn()
   os.makedirs(os.path.dirname(path), exist_ok=True)
   io.write_json(path, out)
+  # Every target shape compiles its own programs; hundreds of them exhausted the process's
+  # memory mappings ("LLVM compilation error: Cannot allocate memory") in the full study.
+  jax.clear_caches()
   return out
 
 
