@@ -48,15 +48,9 @@ def _run(mixture, method, num_steps, n=N, **options):
 @pytest.mark.parametrize("mala,variance_tolerance", [(True, 0.1), (False, 0.1)])
 def test_langevin_keeps_exact_samples_exact(name, mala, variance_tolerance):
   x, noisy = _run(TARGETS[name], "annealed_langevin", 200, mala=mala, step_size=0.05)
-  ref = np.asarray(noisy.sample(jax.random.key(3), N))
-  exact = np.asarray(noisy.sample(jax.random.key(4), 200_000))
-  mean, var = exact.mean(0), exact.var(0)
-  # Mean within 4 standard errors; variance within 10% (its sampling error at N = 2048 is about
-  # 3% per coordinate; the deconvolving drive measured 19% to 52% low); nearest-neighbour
-  # distances within 25%.
-  np.testing.assert_array_less(np.abs(x.mean(0) - mean), 4 * np.sqrt(var / N))
-  np.testing.assert_allclose(x.var(0), var, rtol=variance_tolerance)
-  assert float(metrics.nearest_neighbour_ratio(x, ref)) == pytest.approx(1.0, abs=0.25)
+  # Variance within 10%: its sampling error at N = 2048 is about 3% per coordinate; the
+  # deconvolving drive measured 19% to 52% low.
+  _check_exact(x, noisy, variance_tolerance)
 
 
 def _check_exact(x, noisy, variance_tolerance):
