@@ -60,8 +60,14 @@ def _override(c: ml_collections.ConfigDict, values: dict, unknown: str):
 
 
 def world(**overrides) -> ml_collections.ConfigDict:
-  """``config.world``: the built-in world's video size (and, for one scene, its seed)."""
-  c = ml_collections.ConfigDict(dict(num_frames=12, height=32, width=32))
+  """``config.world``: the built-in world's video size (and, for one scene, its seed).
+
+  ``unsimulated_probability``: 1 leaves one rolling object out of the simulation control in
+  every scene with two or more objects (``SceneConfig.unsimulated_probability``; the
+  backbones were trained at its default 0.5), so each case has something unspecified to
+  vary."""
+  c = ml_collections.ConfigDict(dict(num_frames=12, height=32, width=32,
+                                     unsimulated_probability=1.0))
   c.update(overrides)
   return c
 

@@ -21,7 +21,7 @@ from composed_vi.errors import check_choice, check_positive_int, fail
 from composed_vi.lab import runner
 from composed_vi.sampling import sample
 from composed_vi.world import backbones as tb
-from composed_vi.world import dataset, scene
+from composed_vi.world import dataset, demo, scene
 from composed_vi.world import metrics as world_metrics
 
 METRICS = ("first_frame_l1", "track_error_px", "background_l1", "object_l1", "camera_following")
@@ -42,8 +42,7 @@ def run_config(config, workdir: str) -> dict:
     check_choice("backbones", kind, tb.KINDS)
     if not os.path.isdir(folder):
       fail(f"backbones.{kind}", "a trained tiny backbone folder", folder)
-  world_config = scene.SceneConfig(num_frames=config.world.num_frames,
-                                   height=config.world.height, width=config.world.width)
+  world_config = demo.scene_config(config)
   workdir = runner.check_workdir(workdir)
   table = run(folders, num_scenes=num_scenes, num_particles=num_particles,
               num_levels=num_levels, seed=config.seed, world_config=world_config)

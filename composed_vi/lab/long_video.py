@@ -118,7 +118,9 @@ def validate(config) -> Settings:
   w = config.world
   for name in ("num_frames", "height", "width"):
     check_positive_int(f"world.{name}", w[name], 2 if name == "num_frames" else 1)
-  world = scene_lib.SceneConfig(num_frames=w.num_frames, height=w.height, width=w.width)
+  world = scene_lib.SceneConfig(num_frames=w.num_frames, height=w.height, width=w.width,
+                                unsimulated_probability=float(
+                                    w.get("unsimulated_probability", 0.5)))
   path = lvp.LongPath(config.long.segments_per_direction, config.long.pan_degrees,
                       config.long.plucker_frame).validate()
   return_frames = check_positive_int("long.return_frames", config.long.return_frames)

@@ -56,6 +56,8 @@ class Example(NamedTuple):
     shapes: ``(O,)`` int32 codes into ``SHAPE_NAMES``.
     colours: ``(O,)`` int32 codes into ``COLOUR_NAMES``.
     object_valid: ``(O,)`` bool: which slots hold an object.
+    object_simulated: ``(O,)`` bool: which slots are in the simulation control ``sim_rgba``
+      (an unsimulated object is in the video, the first frame and the caption only).
   """
 
   video: jax.Array
@@ -82,6 +84,7 @@ class Example(NamedTuple):
   shapes: jax.Array
   colours: jax.Array
   object_valid: jax.Array
+  object_simulated: jax.Array
 
 
 def to_numpy(example: Example) -> Example:
@@ -121,6 +124,7 @@ def _example(scene: Scene, rendered: Render, controls: Controls) -> Example:
       "shapes": objects.shape,
       "colours": objects.colour,
       "object_valid": objects.valid,
+      "object_simulated": objects.simulated,
   })
 
 

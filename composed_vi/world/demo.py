@@ -27,15 +27,18 @@ from composed_vi.errors import ConfigError, check_positive_float, check_positive
 from composed_vi.world import backbones as tb
 from composed_vi.world import dataset, scene
 from composed_vi.world import metrics as wm
-from composed_vi.world.masks import dilate
+from composed_vi.world.masks import dilate, simulated_region, unsimulated_band
 
 BACKBONES = ("i2v", "cam2v", "sim2v")
 
 
 def scene_config(config):
-  """The world's ``SceneConfig`` from ``config.world`` (frames, height, width)."""
+  """The world's ``SceneConfig`` from ``config.world`` (frames, height, width and
+  ``unsimulated_probability``, 0.5 when absent)."""
   return scene.SceneConfig(num_frames=config.world.num_frames, height=config.world.height,
-                           width=config.world.width)
+                           width=config.world.width,
+                           unsimulated_probability=float(
+                               config.world.get("unsimulated_probability", 0.5)))
 
 
 def scene_example(config) -> dataset.Example:
@@ -130,7 +133,11 @@ def build_target(example: dataset.Example, backbones: dict, composition: Composi
   ``{kind: model_fn}`` (reuse them across examples so that jitted samplers are not
   recompiled); ``context=False`` (or ``context_weight = 0``) leaves the context out.
   """
-  region = dilate(np.asarray(example.object_region), composition.object_dilation, axes=(1, 2))
+  # The simulated objects' region (what the simulation control covers); an object left out of
+  # the simulation gets the band it may roll in (a coarse mask the user gives with the
+  # caption): no context pins it there, the repulsion keeps the particles apart there.
+  region = dilate(simulated_region(example), composition.object_dilation, axes=(1, 2))
+  band = unsimulated_band(example) * (1.0 - region)
   exps = []
   for name in BACKBONES:
     spec, params = backbones[name]
@@ -147,6 +154,7 @@ def build_target(example: dataset.Example, backbones: dict, composition: Composi
   # Frame 0 is the first frame itself, which the controls specify exactly: all of it. These
   # are the pixels the controls give exactly (the target's pinned_mask), context or not.
   visibility = np.asarray(example.background_visibility, np.float32) * (1.0 - region)
+  visibility = visibility * (1.0 - band)
   visibility[0] = 1.0
   if context and composition.context_weight > 0:
     context = np.array(example.background_context, np.float32)
@@ -157,6 +165,7 @@ def build_target(example: dataset.Example, backbones: dict, composition: Composi
   # particles apart there): not seen by the 3D context, outside the object region, after
   # frame 0.
   free = (1.0 - np.asarray(example.background_visibility, np.float32)) * (1.0 - region)
+  free = np.maximum(free, band)
   free[0] = 0.0
   try:
     return compose(exps, weights, repulsion_mask=free, normalize=composition.normalize_weights,
@@ -169,7 +178,7 @@ def evaluate(example: dataset.Example, samples: np.ndarray) -> dict:
   """Per-particle control errors against the scene's ground truth (means over particles)."""
   video = example.video
   # Background seen in the first frame (the 3D cache), outside every object.
-  vis = example.visibility * (1 - example.object_region)
+  vis = example.visibility * (1 - example.object_region) * (1 - unsimulated_band(example))
   bg = np.sum(np.abs(samples - video[None]) * vis[None]) / max(
       np.sum(vis) * samples.shape[0] * 3, 1.0)
   return dict(
@@ -179,6 +188,7 @@ def evaluate(example: dataset.Example, samples: np.ndarray) -> dict:
       background_l1=float(bg),
       object_l1=float(np.mean([wm.object_l1(v, example) for v in samples])),
       diversity_unspecified_l1=wm.diversity(samples, example),
+      diversity_unsimulated_l1=wm.unsimulated_diversity(samples, example),
       # Texture on those pixels, beside the ground truth's: diversity that is noise scores
       # above the ground truth, blur below it.
       high_frequency_unspecified=wm.high_frequency_energy(samples, example),

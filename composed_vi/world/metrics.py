@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from composed_vi.world.masks import dilate
+from composed_vi.world.masks import dilate, simulated_region, unsimulated_band
 
 
 def first_frame_l1(video, example) -> float:
@@ -45,12 +45,18 @@ def object_positions(video, example) -> np.ndarray:
   return out
 
 
+def _simulated_slots(example) -> np.ndarray:
+  valid = np.asarray(example.object_valid, bool)
+  flags = getattr(example, "object_simulated", None)
+  return valid if flags is None else valid & np.asarray(flags, bool)
+
+
 def track_error_px(video, example) -> float:
-  """Mean distance in pixels between the estimated object centres and the simulation's 2-D
-  tracks, over frames where the object is visible. The estimator's own floor is
+  """Mean distance in pixels between the estimated centres of the simulated objects and the
+  simulation's 2-D tracks, over frames where the object is visible. The estimator's own floor is
   ``track_error_px(example.video, example)`` (the ground-truth video)."""
   est = object_positions(video, example)
-  vis = example.track_visible.astype(bool) & example.object_valid.astype(bool)[None, :]
+  vis = example.track_visible.astype(bool) & _simulated_slots(example)[None, :]
   ok = vis & np.all(np.isfinite(est), -1)
   if not ok.any():
     return float("nan")
@@ -58,15 +64,19 @@ def track_error_px(video, example) -> float:
 
 
 def background_l1(video, example) -> float:
-  """Mean absolute error against the ground truth on the background (no object) pixels."""
-  bg = 1.0 - example.object_region
+  """Mean absolute error against the ground truth on the background (no object) pixels,
+  outside :func:`composed_vi.world.masks.unsimulated_band` (where an unsimulated object may
+  be in a sample)."""
+  bg = (1.0 - example.object_region) * (1.0 - unsimulated_band(example))
   return float(np.sum(np.abs(np.asarray(video) - example.video) * bg)
                / max(float(np.sum(bg)) * 3, 1.0))
 
 
 def object_l1(video, example) -> float:
-  """Mean absolute error against the ground truth on the object pixels."""
-  region = example.object_region
+  """Mean absolute error against the ground truth on the simulated objects' pixels (an
+  unsimulated object's pixels after frame 0 are unspecified: see :func:`unsimulated_diversity`).
+  """
+  region = simulated_region(example)
   return float(np.sum(np.abs(np.asarray(video) - example.video) * region)
                / max(float(np.sum(region)) * 3, 1.0))
 
@@ -77,9 +87,11 @@ def object_l1(video, example) -> float:
 def static_background(example, margin: int = 1) -> np.ndarray:
   """``(T, H, W)`` bool: pixels whose centre ray hits the static scene (floor or wall, not the
   sky) and that are at least ``margin`` pixels away from every object (the anti-aliased RGB of
-  a pixel next to an object mixes in the object's colour, and objects move)."""
+  a pixel next to an object mixes in the object's colour, and objects move), outside the band
+  an unsimulated object may roll in."""
   objects = np.asarray(example.object_region)[..., 0] > 0.5
-  return (np.asarray(example.depth) > 0) & ~dilate(objects, margin)
+  band = unsimulated_band(example)[..., 0] > 0.5
+  return (np.asarray(example.depth) > 0) & ~dilate(objects, margin) & ~band
 
 
 def masked_l1(a, b, mask) -> float:
@@ -250,9 +262,19 @@ def camera_following(video, example, reversed_example, depth_tolerance: float = 
 def unspecified_region(example) -> np.ndarray:
   """``(T, H, W, 1)`` float {0, 1}: pixels no control specifies, neither seen in the 3D cache
   of the first frame (``example.visibility``) nor covered by an object (whose appearance
-  and motion the first frame and the simulation give)."""
-  seen = np.maximum(np.asarray(example.visibility), np.asarray(example.object_region))
-  return (1.0 - seen).astype(np.float32)
+  and motion the first frame and the simulation give), plus the band an unsimulated object
+  may roll in."""
+  seen = np.maximum(np.asarray(example.visibility), simulated_region(example))
+  free = np.maximum(1.0 - seen, unsimulated_band(example) * (1.0 - simulated_region(example)))
+  return free.astype(np.float32)
+
+
+def unsimulated_diversity(videos, example) -> float:
+  """:func:`diversity` on the band an unsimulated object may roll in, off the simulated
+  objects (:func:`composed_vi.world.masks.unsimulated_band`); NaN when every object is
+  simulated."""
+  region = unsimulated_band(example) * (1.0 - simulated_region(example))
+  return diversity(videos, region=region)
 
 
 def _particle_region(videos, example, region, name: str) -> np.ndarray:
@@ -399,7 +421,8 @@ def all_metrics(videos, example, thresholds=None) -> dict:
   ``first_frame_l1``, ``track_error_px``, ``camera_background_error``, ``consistency_3d``,
   ``background_l1`` and ``object_l1``; the fractions of valid particles ``valid_first_frame``,
   ``valid_track``, ``valid_background`` and ``valid_all`` (:func:`validity`); ``diversity``
-  (on :func:`unspecified_region`) and ``diversity_everywhere`` (NaN for one particle); the
+  (on :func:`unspecified_region`), ``diversity_everywhere`` and ``unsimulated_diversity``
+  (:func:`unsimulated_diversity`; NaN for one particle or no unsimulated object); the
   ground truth's own ``track_error_floor_px`` and ``consistency_3d_floor``; and
   ``num_particles``.
   """
@@ -425,6 +448,7 @@ def all_metrics(videos, example, thresholds=None) -> dict:
               for k, v in valid.items()})
   out["diversity"] = diversity(videos, example)
   out["diversity_everywhere"] = diversity_everywhere(videos)
+  out["unsimulated_diversity"] = unsimulated_diversity(videos, example)
   out["track_error_floor_px"] = float(floor)
   out["consistency_3d_floor"] = _consistency_score(np.asarray(example.video), pairs)
   out["num_particles"] = float(videos.shape[0])

@@ -198,7 +198,7 @@ class Render(NamedTuple):
     tracks: ``(T, O, 2)`` projected object centres ``(u, v)`` in pixel coordinates.
     track_visible: ``(T, O)`` bool: valid, in front of the camera, inside the image and the
       first surface along the ray to the centre belongs to the object.
-    sim_rgba: ``(T, H, W, 4)`` the objects alone over a transparent background: RGB
+    sim_rgba: ``(T, H, W, 4)`` the simulated objects alone over a transparent background: RGB
       premultiplied by alpha (black where empty), alpha = covered fraction of the pixel.
     sim_depth: ``(T, H, W)`` depth of the objects alone (0 where empty).
     intrinsics: ``(3, 3)``.
@@ -249,7 +249,7 @@ def trace(centre, directions, centres, objects, background: Background, shadows:
   Returns:
     A dict of ``(...)``-shaped fields: ``rgb`` ``(..., 3)`` and ``depth`` of the full scene,
     ``object_id`` (-1 for the background), ``object_rgb`` ``(..., 3)``, ``object_hit`` (bool)
-    and ``object_depth`` of the objects alone.
+    and ``object_depth`` of the simulated objects alone (``objects.simulated``).
   """
   lam_obj, normals = intersect_objects(centre, directions, centres, objects.half_size,
                                        objects.shape, objects.valid)
@@ -282,13 +282,26 @@ def trace(centre, directions, centres, objects, background: Background, shadows:
   albedo = jnp.where(front[..., None], albedo_o, albedo_b)
   rgb = jnp.clip(_lambert(albedo, normal, point, background, centres, objects, shadows), 0.0, 1.0)
   rgb = jnp.where((front | hit_b)[..., None], rgb, jnp.asarray(SKY))
+  # The simulation control renders the simulated objects alone, as a simulator that does not
+  # know the unsimulated ones would (no occlusion by them, no shadows of theirs): with every
+  # object simulated this is exactly the full render's object pixels.
+  lam_sim = jnp.where(objects.simulated, lam_obj, jnp.inf)
+  sim_objects = objects._replace(valid=objects.valid & objects.simulated)
+  slot_s = jnp.argmin(lam_sim, -1)
+  lam_s = jnp.min(lam_sim, -1)
+  hit_s = jnp.isfinite(lam_s)
+  onehot_s = (slot_s[..., None] == jnp.arange(lam_obj.shape[-1])).astype(jnp.float32)
+  point_s = centre + jnp.where(hit_s, lam_s, 0.0)[..., None] * directions
+  rgb_s = jnp.clip(_lambert(onehot_s @ jnp.asarray(PALETTE)[objects.colour],
+                            jnp.sum(onehot_s[..., None] * normals, -2), point_s, background,
+                            centres, sim_objects, shadows), 0.0, 1.0)
   return {
       "rgb": rgb,
       "depth": lam,
       "object_id": jnp.where(front, slot, -1).astype(jnp.int32),
-      "object_rgb": jnp.where(front[..., None], rgb, 0.0),
-      "object_hit": front,
-      "object_depth": jnp.where(front, lam_o, 0.0),
+      "object_rgb": jnp.where(hit_s[..., None], rgb_s, 0.0),
+      "object_hit": hit_s,
+      "object_depth": jnp.where(hit_s, lam_s, 0.0),
   }
 
 

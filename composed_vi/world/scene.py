@@ -77,6 +77,9 @@ class SceneConfig:
     antialias: ``s``: RGB averages ``s x s`` rays per pixel (depth, masks: the centre ray).
     shadows: cast hard shadows of the objects.
     splat_supersample: points per pixel side when the first frame is lifted to the 3D cache.
+    unsimulated_probability: chance that a scene with two or more valid objects leaves one of
+      its rolling objects out of the simulation control (:attr:`Objects.simulated`). Drawn
+      from its own key, so every other field of a scene is the same at any value.
   """
 
   num_frames: int = 12
@@ -94,6 +97,7 @@ class SceneConfig:
   antialias: int = 2
   shadows: bool = True
   splat_supersample: int = 2
+  unsimulated_probability: float = 0.5
 
   def __post_init__(self):
     for name in ("num_frames", "height", "width", "substeps", "antialias", "splat_supersample"):
@@ -118,6 +122,9 @@ class SceneConfig:
         fail(f"SceneConfig.{name}", f"a non-empty tuple of distinct names from {allowed}", value)
     if not isinstance(self.shadows, bool):
       fail("SceneConfig.shadows", "a bool", self.shadows)
+    p = self.unsimulated_probability
+    if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p <= 1:
+      fail("SceneConfig.unsimulated_probability", "a number in [0, 1]", p)
 
 
 class Camera(NamedTuple):
@@ -149,6 +156,9 @@ class Objects(NamedTuple):
     velocity: ``(O, 3)`` velocity at frame 0.
     restitution: ``(O,)`` fraction of the normal speed kept at a bounce.
     friction: ``(O,)`` sliding/rolling friction coefficient on the floor.
+    simulated: ``(O,)`` bool: the slot is in the simulation control (``sim_rgba``). An
+      unsimulated object is in the video and the first frame (and the caption) only: its
+      motion is unspecified beyond the caption's verb.
   """
 
   valid: jax.Array
@@ -160,6 +170,7 @@ class Objects(NamedTuple):
   velocity: jax.Array
   restitution: jax.Array
   friction: jax.Array
+  simulated: jax.Array
 
 
 class Background(NamedTuple):
@@ -274,7 +285,20 @@ def sample_objects(key, config: SceneConfig) -> Objects:
   restitution = draw.uniform(_RESTITUTION, (num,))
   friction = draw.uniform(_FRICTION, (num,))
   return Objects(valid, shape, colour, motion, half_size, position, velocity, restitution,
-                 friction)
+                 friction, jnp.ones((num,), bool))
+
+
+def choose_unsimulated(key, objects: Objects, probability: float) -> Objects:
+  """With ``probability``, one rolling object of a scene with >= 2 valid objects (drawn
+  uniformly among its rolling ones) leaves the simulation: ``simulated`` is False there."""
+  k_flip, k_pick = jax.random.split(key)
+  rolling = objects.valid & (objects.motion == MOTION_KINDS.index("roll"))
+  eligible = rolling & (jnp.sum(objects.valid) >= 2)
+  score = jnp.where(eligible, jax.random.uniform(k_pick, eligible.shape), -1.0)
+  pick = jnp.argmax(score)
+  leave = (jax.random.uniform(k_flip) < probability) & jnp.any(eligible)
+  simulated = ~(leave & (jnp.arange(eligible.shape[0]) == pick))
+  return objects._replace(simulated=simulated)
 
 
 def sample_background(key) -> Background:
@@ -297,8 +321,9 @@ def sample_background(key) -> Background:
 def sample_scene(key, config: SceneConfig) -> Scene:
   """A scene from a PRNG key: deterministic, jit- and vmap-able (``config`` static)."""
   k_cam, k_obj, k_bg = jax.random.split(key, 3)
-  return Scene(sample_camera(k_cam, config), sample_objects(k_obj, config),
-               sample_background(k_bg))
+  objects = choose_unsimulated(jax.random.fold_in(key, 7), sample_objects(k_obj, config),
+                               config.unsimulated_probability)
+  return Scene(sample_camera(k_cam, config), objects, sample_background(k_bg))
 
 
 # ----------------------------------------------------------------------------- camera

@@ -28,6 +28,7 @@ def make_objects(restitution=0.7):
       velocity=jnp.array([[0.3, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]),
       restitution=jnp.full((3,), restitution),
       friction=jnp.full((3,), 0.1),
+      simulated=jnp.ones((3,), bool),
   )
 
 

@@ -38,7 +38,7 @@ from absl import logging
 from composed_vi import io
 from composed_vi.errors import ConfigError, check_choice, check_positive_int, fail
 from composed_vi.lab import runner
-from composed_vi.lab.evaluation import report
+from composed_vi.lab.evaluation import report, tuning
 from composed_vi.lab.evaluation.methods import (
   KINDS,
   Method,
@@ -55,7 +55,8 @@ from composed_vi.world import metrics as wm
 
 #: Fields that may change when a run is resumed: rows are keyed by (case, method), so methods
 #: and cases can be added to a finished run and the report covers what the config names.
-RESUMABLE_FIELDS = ("methods", "max_cases", "gallery_cases", "reuse_from", "reuse_check_cases")
+RESUMABLE_FIELDS = ("methods", "max_cases", "gallery_cases", "reuse_from", "reuse_check_cases",
+                    "step_grid")
 
 
 def validate(config) -> tuple[list[Case], list[Method], dict]:
@@ -69,12 +70,16 @@ def validate(config) -> tuple[list[Case], list[Method], dict]:
   names = [m for m in config.methods.split(",") if m]
   if not names:
     fail("methods", f"a comma-separated list of {sorted(known)}", config.methods)
+  # With a step grid, every tuned method named also runs once per grid value.
+  names += [tuning.variant_name(m, k) for m in names if m in tuning.TUNED
+            for k in range(len(tuning.grid(config)))]
   methods = [known[check_choice("methods", m, tuple(known))] for m in names]
   check_positive_int("num_particles", config.num_particles)
   check_positive_int("num_levels", config.num_levels)
   check_positive_int("inner_steps", config.inner_steps)
   check_positive_int("gallery_cases", config.gallery_cases, minimum=0)
   check_positive_int("reuse_check_cases", config.reuse_check_cases)
+  check_positive_int("seeds_per_case", config.seeds_per_case)
   if config.reuse_from and not all(os.path.isfile(os.path.join(config.reuse_from, n))
                                    for n in ("config.json", "results.jsonl")):
     fail("reuse_from", "an evaluation workdir holding config.json and results.jsonl",
@@ -100,17 +105,29 @@ def _same_metrics(a: dict, b: dict) -> str | None:
   return None
 
 
+def _nanmean(values) -> float:
+  finite = [float(v) for v in values if np.isfinite(v)]
+  return float(np.mean(finite)) if finite else float("nan")
+
+
 def _sample_row(sampler, method: Method, case: Case, ci: int, example: dataset.Example, key,
-                workdir: str, gallery, compiled: set) -> dict:
-  """Samples ``method`` on one case and scores it: its ``results.jsonl`` row (the first call of
-  a method in a process, tracked in ``compiled``, includes its compilation); the samples of a
-  ``gallery`` case are written beside."""
-  t0 = time.perf_counter()
-  samples = sampler(method, example, key)
-  seconds = time.perf_counter() - t0
-  metrics = wm.all_metrics(samples, example)
-  row = dict(case=case.name, case_index=ci, method=method.name, seconds=seconds,
-             includes_compile=method.name not in compiled, **metrics)
+                workdir: str, gallery, compiled: set, seeds: int = 1) -> dict:
+  """Samples ``method`` on one case with ``seeds`` sampler seeds and scores it: its
+  ``results.jsonl`` row holds each metric's mean over the seeds (so the intervals stay over
+  cases, and diversity is measured within each seed's population); ``seconds`` per seed (the
+  first call of a method in a process, tracked in ``compiled``, includes its compilation). The
+  first seed's samples of a ``gallery`` case are written beside."""
+  per_seed, seconds, samples = [], 0.0, None
+  for s in range(int(seeds)):
+    t0 = time.perf_counter()
+    # Seed 0 is the case's key itself (the rows of one-seed runs are unchanged).
+    out = sampler(method, example, key if s == 0 else jax.random.fold_in(key, s))
+    seconds += time.perf_counter() - t0
+    per_seed.append(wm.all_metrics(out, example))
+    samples = out if samples is None else samples
+  metrics = {k: _nanmean([m[k] for m in per_seed]) for k in per_seed[0]}
+  row = dict(case=case.name, case_index=ci, method=method.name, seconds=seconds / len(per_seed),
+             includes_compile=method.name not in compiled, seeds=int(seeds), **metrics)
   compiled.add(method.name)
   if case.name in gallery:
     io.write_npz(os.path.join(workdir, "gallery", case.name, f"{method.name}.npz"),
@@ -133,6 +150,10 @@ def reuse_rows(config, workdir: str, case_list, methods, done, sampler, scene_co
 
   with open(paths[0]) as f:
     old_config = ml_collections.ConfigDict(json.load(f))
+  if old_config.get("seeds_per_case", 1) != config.seeds_per_case:
+    logging.info("reuse_from: %d seeds per case there, %d here; nothing reused",
+                 old_config.get("seeds_per_case", 1), config.seeds_per_case)
+    return []
   old_rows = {(r["case"], r["method"]): r for r in read_rows(paths[1])}
   index = {c.name: i for i, c in enumerate(case_list)}
   out = []
@@ -148,7 +169,7 @@ def reuse_rows(config, workdir: str, case_list, methods, done, sampler, scene_co
       ci = index[case.name]
       key = jax.random.fold_in(jax.random.key(config.seed), ci)
       row = _sample_row(sampler, method, case, ci, case_example(case, scene_config), key,
-                        workdir, gallery, compiled)
+                        workdir, gallery, compiled, config.seeds_per_case)
       checked.append(row)
       metrics = {k: v for k, v in row.items() if k not in ("seconds", "includes_compile")}
       differs = _same_metrics(metrics, old_rows[(case.name, method.name)])
@@ -213,7 +234,8 @@ def run(config, workdir: str) -> dict:
     example = case_example(case, scene_config)
     key = jax.random.fold_in(jax.random.key(config.seed), ci)
     for method in pending:
-      row = _sample_row(sampler, method, case, ci, example, key, workdir, gallery, compiled)
+      row = _sample_row(sampler, method, case, ci, example, key, workdir, gallery, compiled,
+                        config.seeds_per_case)
       rows.append(row)
       io.write_text(results, "".join(json.dumps(r) + "\n" for r in rows))
       left = sum(1 for c in case_list[ci + 1:] for m in methods

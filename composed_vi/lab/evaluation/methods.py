@@ -19,6 +19,7 @@ from composed_vi import samplers
 from composed_vi.composition import compose
 from composed_vi.errors import ConfigError, check_choice, fail
 from composed_vi.lab import runner
+from composed_vi.lab.evaluation import tuning
 from composed_vi.samplers import smc
 from composed_vi.sampling import build_options, sample
 from composed_vi.world import backbones as tb
@@ -52,6 +53,8 @@ def methods_from_config(config) -> dict:
          specs)
   kinds = ("composed",) + KINDS
   out = {}
+  specs = dict(specs.items())
+  specs.update(tuning.grid_specs(config, specs))
   for name, spec in specs.items():
     spec = spec.to_dict() if hasattr(spec, "to_dict") else dict(spec)
     field = f"method_specs.{name}"
@@ -80,8 +83,10 @@ METRICS = (
     ("first_frame_l1", "lower", "first-frame L1"),
     ("track_error_px", "lower", "object track error (px)"),
     ("camera_background_error", "lower", "camera/background L1"),
+    ("object_l1", "lower", "object L1 (simulated objects' pixels)"),
     ("consistency_3d", "lower", "3D consistency error"),
     ("diversity", "higher", "diversity (unspecified)"),
+    ("unsimulated_diversity", "higher", "diversity (unsimulated object's band)"),
     ("valid_all", "higher", "valid particles"),
     ("seconds", "lower", "seconds per case"),
 )
@@ -108,6 +113,9 @@ def sampler_options(method: Method, config) -> dict:
     opts.update(reward=context_reward, reward_scale=config.poe_smc_reward_scale)
   if method.sampler == "ctrl_vi":  # the config's Ctrl-VI settings (chosen on the dev split)
     opts.update({k: v for k, v in config.ctrl_vi.to_dict().items() if v is not None})
+  steps = config.get("step_sizes")
+  if steps is not None and steps.get(method.sampler) is not None:  # Langevin's, PoE-SMC's
+    opts["step_size"] = steps[method.sampler]
   extra = dict(method.options)
   if extra.pop("anneal", True) is False:
     # Every step at the last level of the annealed schedule these options would run.

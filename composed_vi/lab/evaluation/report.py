@@ -21,6 +21,7 @@ import numpy as np
 
 from composed_vi import io
 from composed_vi.lab import media, stats
+from composed_vi.lab.evaluation import tuning
 from composed_vi.lab.evaluation.methods import METRICS
 from composed_vi.lab.evaluation.splits import case_example
 
@@ -200,6 +201,16 @@ def write(workdir: str, config, case_list, methods, rows, scene_config) -> dict:
       metrics=[m for m, _, _ in METRICS], num_particles=config.num_particles,
       num_levels=config.num_levels, command=command, rows=len(rows), best_or_tied=best))
   text = markdown(table, methods, command, len(case_list), best)
+  steps = tuning.choose(rows, config)
+  if steps:
+    io.write_json(os.path.join(workdir, "steps.json"), dict(
+        rule=tuning.__doc__.split("\n\n")[1].replace("\n", " "), grid=list(
+            tuning.grid(config)), split=config.split, chosen=steps))
+    text += "\n## Steps chosen on this split (tuning.choose)\n\n| method | step_size | " + \
+        "score per grid value (1 = best on every control) |\n|---|---|---|\n" + "".join(
+            f"| {m} | {c['step_size']:g} | " + ", ".join(
+                f"{v}: {sc:.3f}" for v, sc in c["scores"].items()) + " |\n"
+            for m, c in steps.items())
   io.write_text(os.path.join(workdir, "table.md"), text)
   plot(os.path.join(workdir, "metrics.png"), table, methods)
   gallery(workdir, case_list[:config.gallery_cases], methods, scene_config)

@@ -55,8 +55,13 @@ def cases(split_config, split: str) -> list[Case]:
 def case_example(case: Case, scene_config) -> dataset.Example:
   """The world example of a case (numpy arrays; deterministic)."""
   cam_config = dataclasses.replace(scene_config, camera_kinds=(case.camera_kind,))
-  sc = scene.Scene(scene.sample_camera(jax.random.key(case.camera_seed), cam_config),
-                   scene.sample_objects(jax.random.key(case.objects_seed), scene_config),
+  # The simulation seed also decides which rolling object (if any) is left out of the
+  # simulation control, as scene.sample_scene does with its key.
+  objects_key = jax.random.key(case.objects_seed)
+  objects = scene.choose_unsimulated(jax.random.fold_in(objects_key, 7),
+                                     scene.sample_objects(objects_key, scene_config),
+                                     scene_config.unsimulated_probability)
+  sc = scene.Scene(scene.sample_camera(jax.random.key(case.camera_seed), cam_config), objects,
                    scene.sample_background(jax.random.key(case.background_seed)))
   ex = dataset.example_from_scene(sc, scene_config)
   return dataset.to_numpy(ex)

@@ -131,7 +131,7 @@ class LongTruth(NamedTuple):
     depth, object_ids, masks, object_region, sim_rgba (RGB in [-1, 1] and alpha), extrinsics
       ``(L, 3, 4)``, intrinsics ``(3, 3)``, positions, tracks, track_visible: as in an example.
     yaw: ``(L,)`` the camera's yaw per frame.
-    shapes, colours, motion_kinds, object_valid: the object codes ``(O,)``.
+    shapes, colours, motion_kinds, object_valid, object_simulated: the object codes ``(O,)``.
     segment_frames: ``T``, the frames of one segment.
     splat_supersample: the world's splatting supersampling (for the 3D contexts).
   """
@@ -153,6 +153,7 @@ class LongTruth(NamedTuple):
   colours: np.ndarray
   motion_kinds: np.ndarray
   object_valid: np.ndarray
+  object_simulated: np.ndarray
   segment_frames: int
   splat_supersample: int
 
@@ -179,7 +180,8 @@ def long_ground_truth(key, config, path: LongPath) -> LongTruth:
              extrinsics=r.extrinsics, intrinsics=r.intrinsics, positions=r.positions,
              tracks=r.tracks, track_visible=r.track_visible,
              yaw=yaw_path(path, t), shapes=objects.shape, colours=objects.colour,
-             motion_kinds=objects.motion, object_valid=objects.valid)
+             motion_kinds=objects.motion, object_valid=objects.valid,
+             object_simulated=objects.simulated)
   return LongTruth(**{k: np.asarray(v) for k, v in out.items()}, segment_frames=t,
                    splat_supersample=config.splat_supersample)
 
@@ -254,7 +256,8 @@ def segment_example(truth: LongTruth, k: int, path: LongPath) -> Segment:
   for name in ("video", "depth", "object_ids", "masks", "object_region", "sim_rgba",
                "extrinsics", "positions", "tracks", "track_visible"):
     out[name] = getattr(truth, name)[frames]
-  for name in ("intrinsics", "shapes", "colours", "motion_kinds", "object_valid"):
+  for name in ("intrinsics", "shapes", "colours", "motion_kinds", "object_valid",
+               "object_simulated"):
     out[name] = getattr(truth, name)
   return Segment(**out, first_frame=truth.video[a], sim_depth=None,
                  camera_kind=np.int32(scene_lib.CAMERA_KINDS.index(segment_direction(k, path))),

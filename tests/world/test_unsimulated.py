@@ -1,0 +1,133 @@
+"""An object left out of the simulation control: in the video, the first frame and the caption
+only (scene.Objects.simulated); the masks, metrics and demo target that treat it as
+unspecified."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from composed_vi.errors import ConfigError
+from composed_vi.world import backbones as tb
+from composed_vi.world import dataset, demo, masks, scene
+from composed_vi.world import metrics as wm
+
+CFG = scene.SceneConfig(unsimulated_probability=1.0)
+NONE = scene.SceneConfig(unsimulated_probability=0.0)
+# Seeds whose scene has an eligible rolling object (found by sampling; checked below).
+KEYS = jax.random.split(jax.random.key(3), 12)
+
+
+@pytest.fixture(scope="module")
+def pair():
+  render = jax.jit(jax.vmap(lambda k: dataset.render_example(k, CFG)))
+  plain = jax.jit(jax.vmap(lambda k: dataset.render_example(k, NONE)))
+  return dataset.to_numpy(render(KEYS)), dataset.to_numpy(plain(KEYS))
+
+
+def _cases(batch):
+  uns = batch.object_valid & ~batch.object_simulated
+  return np.flatnonzero(uns.any(1))
+
+
+def test_the_flag_changes_only_the_simulation_control(pair):
+  ex, plain = pair
+  cases = _cases(ex)
+  assert cases.size >= 2, "the fixture's keys should hold scenes with an unsimulated object"
+  # At probability 0 every object is simulated; at 1 exactly one eligible rolling one is not.
+  assert plain.object_simulated.all()
+  uns = ex.object_valid & ~ex.object_simulated
+  assert (uns.sum(1) <= 1).all()
+  assert (ex.motion_kinds[uns] == scene.MOTION_KINDS.index("roll")).all()
+  for f in ("video", "first_frame", "masks", "tracks", "caption_tokens", "plucker", "context"):
+    np.testing.assert_array_equal(getattr(ex, f), getattr(plain, f), err_msg=f)
+  others = np.setdiff1d(np.arange(len(KEYS)), cases)
+  np.testing.assert_array_equal(ex.sim_rgba[others], plain.sim_rgba[others])
+  assert np.abs(ex.sim_rgba[cases] - plain.sim_rgba[cases]).max() > 0.5
+
+
+def test_the_simulation_render_is_the_scene_without_the_object(pair):
+  """Exact answer: the simulation control equals the render of the scene whose unsimulated
+  slot is removed (no occlusion by it, no shadow of it)."""
+  ex, _ = pair
+  i = int(_cases(ex)[0])
+  s = scene.sample_scene(KEYS[i], CFG)
+  removed = s._replace(objects=s.objects._replace(
+      valid=s.objects.valid & s.objects.simulated,
+      simulated=jnp.ones_like(s.objects.simulated)))
+  alone = dataset.to_numpy(dataset.example_from_scene(removed, CFG))
+  # Batched (vmap) against one scene: float32 rounding only (one grey level is 2/255).
+  np.testing.assert_allclose(ex.sim_rgba[i], alone.sim_rgba, rtol=0, atol=1e-6)
+  np.testing.assert_allclose(ex.sim_depth[i], alone.sim_depth, rtol=0, atol=1e-6)
+
+
+def test_probability_is_validated():
+  with pytest.raises(ConfigError, match="unsimulated_probability.*\\[0, 1\\].*1.5"):
+    scene.SceneConfig(unsimulated_probability=1.5)
+
+
+def _one(batch, i):
+  return dataset.Example(*(None if v is None else v[i] for v in batch))
+
+
+def test_masks_and_band(pair):
+  ex, plain = pair
+  i = int(_cases(ex)[0])
+  one = _one(ex, i)
+  o = int(np.flatnonzero(one.object_valid & ~one.object_simulated)[0])
+  np.testing.assert_array_equal(masks.unsimulated_region(one)[..., 0], one.masks[..., o])
+  others = [k for k in np.flatnonzero(one.object_valid) if k != o]
+  np.testing.assert_array_equal(masks.simulated_region(one)[..., 0],
+                                one.masks[..., others].max(-1))
+  band = masks.unsimulated_band(one, margin=1)[..., 0]
+  rows = np.flatnonzero(one.masks[0, :, :, o].any(1))
+  expect = np.zeros_like(band)
+  expect[1:, max(rows.min() - 1, 0):rows.max() + 2] = 1.0
+  np.testing.assert_array_equal(band, expect)
+  # Every object simulated: the simulated region is the object region, no band.
+  flat = _one(plain, i)
+  np.testing.assert_array_equal(masks.simulated_region(flat), flat.object_region)
+  assert masks.unsimulated_band(flat).sum() == 0
+
+
+def test_metrics_count_the_simulated_objects_only(pair):
+  ex, plain = pair
+  i = int(_cases(ex)[0])
+  one, flat = _one(ex, i), _one(plain, i)
+  o = int(np.flatnonzero(one.object_valid & ~one.object_simulated)[0])
+  # A sample where the unsimulated object's pixels are wrong after frame 0 (painted white):
+  # the simulated objects' errors do not see it, the all-object metrics do.
+  video = one.video.copy()
+  paint = one.masks[1:, :, :, o] > 0.5
+  video[1:][paint] = 1.0
+  assert wm.object_l1(video, one) == 0.0
+  assert wm.object_l1(video, flat) > 0.0
+  assert wm.track_error_px(video, one) == pytest.approx(wm.track_error_px(one.video, one))
+  # Diversity on the band: identical particles 0, particles that differ only there > 0.
+  assert np.isnan(wm.unsimulated_diversity(np.stack([flat.video] * 2), flat))
+  assert wm.unsimulated_diversity(np.stack([one.video] * 2), one) == 0.0
+  assert wm.unsimulated_diversity(np.stack([one.video, video]), one) > 0.0
+
+
+def test_demo_target_leaves_the_band_unpinned(pair, monkeypatch):
+  ex, _ = pair
+  i = int(_cases(ex)[0])
+  one = _one(ex, i)
+  band = masks.unsimulated_band(one) * (1 - masks.dilate(masks.simulated_region(one), 1,
+                                                         axes=(1, 2)))
+  comp = demo.Composition()
+  captured = {}
+
+  def fake_compose(exps, weights, repulsion_mask, normalize, pinned_mask):
+    captured.update(repulsion=np.asarray(repulsion_mask), pinned=np.asarray(pinned_mask))
+    return None
+
+  monkeypatch.setattr(demo, "compose", fake_compose)
+  specs = {k: tb.TinySpec(kind=k, dim=12, num_heads=1, num_layers=1, ffn_dim=8)
+           for k in demo.BACKBONES}
+  demo.build_target(one, {k: (s, tb.init_params(s)) for k, s in specs.items()}, comp)
+  on = band > 0.5
+  assert on.any()
+  assert (captured["pinned"][on] == 0).all()
+  assert (captured["repulsion"][on] == 1).all()
+  assert (captured["pinned"][0] == 1).all()
