@@ -72,6 +72,16 @@ def test_training_smoke_resumes(tmp_path):
   _, params2 = tb.load(str(tmp_path / "export2"))
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params2)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # A checkpoint exported mid-way: the newest (step 4) is the final export, step 2 differs.
+  summary = training.export_checkpoint(str(tmp_path / "run"), str(tmp_path / "mid"))
+  assert summary["step"] == 4
+  _, mid = tb.load(str(tmp_path / "mid"))
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(mid)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  training.export_checkpoint(str(tmp_path / "run"), str(tmp_path / "mid2"), step=2)
+  _, mid2 = tb.load(str(tmp_path / "mid2"))
+  assert any(np.any(np.asarray(a) != np.asarray(b))
+             for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(mid2)))
 
 
 def test_demo_end_to_end_and_page_renders(tmp_path):
