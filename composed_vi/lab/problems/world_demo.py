@@ -14,7 +14,8 @@ import numpy as np
 from composed_vi import io
 from composed_vi.lab import media
 from composed_vi.lab.problems.base import Problem
-from composed_vi.world import controls, dataset, demo
+from composed_vi.world import controls, dataset, demo, scene
+from composed_vi.world.masks import unsimulated_band
 
 
 def build(config, mesh=None) -> Problem:
@@ -51,15 +52,24 @@ def report(config, example: dataset.Example, samples: np.ndarray, workdir: str) 
   rows = [("first frame", example.first_frame[None]), ("simulation", sim_rgb),
           ("3D context (background)", example.background_context),
           ("ground truth", example.video)]
+  band = unsimulated_band(example)
+  if band.any():  # the coarse mask where the unsimulated object may roll (white)
+    rows.insert(3, ("unsimulated band", np.broadcast_to(2.0 * band - 1.0,
+                                                         band.shape[:-1] + (3,))))
   rows += [(f"particle {i}", v) for i, v in enumerate(samples)]
   media.contact_sheet(os.path.join(workdir, "contact_sheet.png"), rows, upscale=4)
   caption = controls.detokenize(example.caption_tokens)
+  left_out = [f"{scene.COLOUR_NAMES[int(c)]} {controls.SHAPE_WORDS[int(sh)]}"
+              for c, sh, ok, sim in zip(example.colours, example.shapes, example.object_valid,
+                                        example.object_simulated) if ok and not sim]
   metrics = demo.evaluate(example, samples)
   out.update(metrics)
   sections = [
       dict(heading="Controls", text=f"caption: {caption}\nscene seed: {config.world.scene_seed}"
            f"\nbackbones: image (first frame + caption), camera (Pluecker rays), simulation "
-           f"(objects alone, on the object region), context (3D cache)",
+           f"(objects alone, on the object region), context (3D cache)"
+           + (f"\nleft out of the simulation (given by the first frame, the caption and "
+              f"the band of rows it may roll in): {', '.join(left_out)}" if left_out else ""),
            items=[dict(label="first frame", image="input_first_frame.png"),
                   dict(label="camera path", image="input_camera_path.png"),
                   dict(label="simulation input", video="input_simulation.mp4",
