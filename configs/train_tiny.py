@@ -35,6 +35,9 @@ def get_config(arg=None):
   c.batch_size = 16
   c.learning_rate = 1e-3
   c.checkpoint_every = 250
+  # One checkpoint kept (params + AdamW state, 28 MB at these sizes): runs in assets/training are
+  # committed so that a later session resumes them (issue 18).
+  c.keep_checkpoints = 1
   c.log_every = 25
   c.export_dir = f"assets/backbones/{kind}"
   c.data = ml_collections.ConfigDict(dict(seed=1, num_examples=2048, num_frames=12, height=32,
@@ -44,7 +47,10 @@ def get_config(arg=None):
                                            prediction="x0", sigma_data=0.4,
                                            # rotary positions that follow the camera
                                            # (tiny_backbones.TinySpec.camera_rope)
-                                           camera_rope=kind == "cam2v"))
+                                           camera_rope=kind == "cam2v",
+                                           # a learned path from the condition to the output
+                                           # (tiny_backbones.TinySpec.condition_skip)
+                                           condition_skip=kind != "t2v"))
   if "smoke" in parts:
     c.num_steps = 4
     c.batch_size = 2

@@ -41,7 +41,8 @@ def spec_from_config(config) -> tb.TinySpec:
                      num_layers=m.num_layers, ffn_dim=m.ffn_dim,
                      patch_size=tuple(m.patch_size), text_dim=m.text_dim,
                      vocab_size=len(controls.VOCAB), prediction=m.prediction,
-                     sigma_data=m.sigma_data, camera_rope=bool(m.get("camera_rope", False)))
+                     sigma_data=m.sigma_data, camera_rope=bool(m.get("camera_rope", False)),
+                     condition_skip=bool(m.get("condition_skip", False)))
 
 
 def world_config(config):
@@ -71,6 +72,7 @@ def validate(config):
   check_choice("kind", config.kind, tb.KINDS)
   for name in ("num_steps", "batch_size", "checkpoint_every", "log_every"):
     check_positive_int(name, config[name])
+  check_positive_int("keep_checkpoints", config.get("keep_checkpoints", 2))
   check_positive_int("data.num_examples", config.data.num_examples)
   check_positive_float("learning_rate", config.learning_rate)
   check_choice("model.prediction", config.model.prediction, PREDICTIONS)
@@ -141,7 +143,8 @@ def train(config, workdir: str) -> dict:
     updates, opt_state = opt.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
-  ckpts = Checkpoints(os.path.join(workdir, "checkpoints"))
+  ckpts = Checkpoints(os.path.join(workdir, "checkpoints"),
+                      max_to_keep=config.get("keep_checkpoints", 2))
   losses: list[dict] = []
   start_step = ckpts.latest_step() or 0
   if start_step:

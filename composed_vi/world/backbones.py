@@ -64,6 +64,10 @@ class TinySpec:
   # first frame (world.controls.first_frame_coordinates), so tokens that see one point of the
   # room share one position, as they do under a static camera. False: Wan's grid positions.
   camera_rope: bool = False
+  # A zero-initialised linear path from the condition channels to the output patch
+  # (WanConfig.condition_skip), so that the i2v backbone can copy its first frame and sim2v the
+  # simulated objects' pixels past the output LayerNorm. Not for t2v (no condition).
+  condition_skip: bool = False
 
   def wan_config(self) -> wan.WanConfig:
     check_choice("kind", self.kind, KINDS)
@@ -75,7 +79,7 @@ class TinySpec:
         attention_head_dim=self.dim // self.num_heads,
         in_channels=3 + _CONDITION_CHANNELS[self.kind] + extra, out_channels=3,
         text_dim=self.text_dim, freq_dim=32, ffn_dim=self.ffn_dim, num_layers=self.num_layers,
-        rope_max_seq_len=64, rope_position_channels=extra)
+        rope_max_seq_len=64, rope_position_channels=extra, condition_skip=self.condition_skip)
 
   def text_table(self) -> np.ndarray:
     rng = np.random.default_rng(self.text_seed)

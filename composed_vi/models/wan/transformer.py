@@ -55,6 +55,13 @@ class WanConfig:
   mean over its patch divided by the patch size, less 0.5, so the pixel grid itself gives
   Wan's positions exactly. A camera-conditioned model can put there where each pixel's scene
   point was seen in the first frame, so that tokens seeing one point share one position.
+
+  ``condition_skip`` (ours, not diffusers'; False is Wan): a zero-initialised linear map from
+  each token's patch of condition channels (the input channels after the first ``out_channels``,
+  as Wan I2V concatenates them) straight to its output patch, added after ``proj_out``. The
+  output LayerNorm removes every token's mean and scale, so a narrow network cannot pass a
+  condition's absolute pixel values through its residual stream; this path (ControlNet's
+  zero-initialised projection, placed at the output) can learn to, e.g. a first frame.
   """
 
   patch_size: tuple[int, int, int] = (1, 2, 2)
@@ -76,6 +83,7 @@ class WanConfig:
   vace_in_channels: int | None = None
   rope_theta: float = 10000.0
   rope_position_channels: int = 0
+  condition_skip: bool = False
 
   def __post_init__(self):
     object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
@@ -92,6 +100,10 @@ class WanConfig:
     if self.rope_position_channels and self.in_channels <= 2:
       raise ValueError(f"in_channels: expected more than the 2 rope_position_channels, got "
                        f"{self.in_channels}")
+    if self.condition_skip and self.condition_channels < 1:
+      raise ValueError(f"condition_skip: needs condition channels (in_channels "
+                       f"{self.in_channels} - rope_position_channels "
+                       f"{self.rope_position_channels} > out_channels {self.out_dim})")
     if self.pos_embed_seq_len is not None and self.image_dim is None:
       raise ValueError("pos_embed_seq_len: needs image_dim to be set")
     if self.vace_layers is not None:
@@ -110,6 +122,11 @@ class WanConfig:
   @property
   def out_dim(self) -> int:
     return self.out_channels or self.in_channels
+
+  @property
+  def condition_channels(self) -> int:
+    """Input channels after the latents (and before any rope position channels)."""
+    return self.in_channels - self.rope_position_channels - self.out_dim
 
   @property
   def is_vace(self) -> bool:
@@ -471,7 +488,7 @@ class WanTransformer(nnx.Module):
   def __init__(self, config: WanConfig, *, rngs: nnx.Rngs, dtype=jnp.float32,
                param_dtype=jnp.float32, precision=None, attention_impl: str | None = None,
                remat: bool = False):
-    self.config, self.dtype, self.remat = config, dtype, remat
+    self.config, self.dtype, self.remat, self.precision = config, dtype, remat, precision
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype, precision=precision)
     dim, patch = config.inner_dim, config.patch_size
     self.patch_embedding = PatchEmbed(
@@ -484,6 +501,12 @@ class WanTransformer(nnx.Module):
     table = jax.random.normal(rngs.params(), (1, 2, dim), param_dtype) / dim**0.5
     self.scale_shift_table = nnx.Param(table)
     self.norm_out = LayerNorm(dim, config.eps, affine=False)
+    if config.condition_skip:
+      npatch = math.prod(patch)
+      self.condition_skip = nnx.Param(jnp.zeros(
+          (npatch * config.condition_channels, npatch * config.out_dim), param_dtype))
+    else:
+      self.condition_skip = None
     if config.is_vace:
       self.vace_patch_embedding = PatchEmbed(patch, config.vace_in_channels, dim, **kw)
       self.vace_blocks = nnx.List([
@@ -587,6 +610,12 @@ class WanTransformer(nnx.Module):
     shift, scale = mod[:, :, 0], mod[:, :, 1]
     h = (self.norm_out(h) * (1 + scale) + shift).astype(dt)
     out = self.proj_out(h)
+    if cfg.condition_skip:
+      cond = x[..., cfg.out_dim:]
+      cond = cond.reshape(b, grid[0], pt, grid[1], ph, grid[2], pw, -1)
+      cond = cond.transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, out.shape[1], -1)
+      out = out + jnp.matmul(cond.astype(dt), self.condition_skip[...].astype(dt),
+                             precision=self.precision)
     out = out.reshape(b, *grid, pt, ph, pw, cfg.out_dim)
     return out.transpose(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, nf, nh, nw, cfg.out_dim)
 
