@@ -55,6 +55,7 @@ def get_config(arg=None):
     c.num_steps = 4
     c.batch_size = 2
     c.checkpoint_every = 2
+    c.keep_checkpoints = 2  # the smoke test exports the mid-way checkpoint (step 2)
     c.log_every = 1
     c.export_dir = ""
     c.data.num_examples = 4
