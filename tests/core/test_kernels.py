@@ -325,6 +325,42 @@ def test_pairwise_sq_dists_precision_near_identical():
   assert np.max(np.abs(gram - ref)[off] / ref[off]) > 1e-2
 
 
+def _float64_direction(x, g, h, drive, repulsion):
+  """The closed form in float64 (dense N x N), the reference for precision tests."""
+  n = x.shape[0]
+  x, g = np.asarray(x, np.float64).reshape(n, -1), np.asarray(g, np.float64).reshape(n, -1)
+  sq = ((x[:, None] - x[None]) ** 2).sum(-1)
+  k = np.exp(-sq / h)
+  rowsum = k.sum(1)
+  rep = repulsion * (2.0 / (h * n)) * (rowsum[:, None] * x - k @ x)
+  if drive == "normalized":
+    return g + rep * (n / rowsum)[:, None]
+  return {"kernel": k @ g / n, "self": g, "local": (rowsum / n)[:, None] * g}[drive] + rep
+
+
+@pytest.mark.parametrize("drive", kernels.DRIVES)
+@pytest.mark.parametrize("offset", [0.0, 0.4, 1e3])
+def test_stein_direction_precision_with_an_offset(drive, offset):
+  """Particles with a common offset (0, 0.4 of their spread: the uncentred path; 1e3 times it:
+  the centred one, where float32's raw Gram identity and repulsion product lose every digit):
+  the direction and the bandwidth within 1e-4 of float64, and the offset changes neither
+  beyond that (the kernel's Laplacian annihilates constants)."""
+  rng = np.random.default_rng(23)
+  n, d = 8, 4096
+  z = rng.standard_normal((n, d))
+  g = rng.standard_normal((n, d)).astype(np.float32)
+  shift = offset * rng.standard_normal(d)
+  x = (z + shift).astype(np.float32)
+  x64 = x.astype(np.float64)
+  sq = ((x64[:, None] - x64[None]) ** 2).sum(-1)
+  h = float(np.median(sq[np.triu_indices(n, 1)]) / math.log(n))
+  phi, info = _stein(x, g, drive=drive, repulsion=REPULSION)
+  np.testing.assert_allclose(float(info.bandwidth), h, rtol=1e-4)
+  _assert_close(phi, _float64_direction(x, g, h, drive, REPULSION), rtol=1e-4)
+  phi0, _ = _stein(z.astype(np.float32), g, drive=drive, repulsion=REPULSION)
+  _assert_close(phi, phi0, rtol=1e-4)
+
+
 def test_pairwise_sq_dists_close_pair_in_a_spread_population():
   """A pair 1e-4 of the spread apart among spread particles: the Gram identity alone loses
   most of its digits there; the recomputed nearest pair is within 1e-5 of float64, and every
