@@ -42,7 +42,8 @@ def spec_from_config(config) -> tb.TinySpec:
                      patch_size=tuple(m.patch_size), text_dim=m.text_dim,
                      vocab_size=len(controls.VOCAB), prediction=m.prediction,
                      sigma_data=m.sigma_data, camera_rope=bool(m.get("camera_rope", False)),
-                     condition_skip=bool(m.get("condition_skip", False)))
+                     condition_skip=bool(m.get("condition_skip", False)),
+                     condition_skip_init=m.get("condition_skip_init", "zero"))
 
 
 def world_config(config):

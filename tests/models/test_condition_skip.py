@@ -1,6 +1,8 @@
 """The condition skip of the Wan port (``WanConfig.condition_skip``, ours): a zero-initialised
 linear map from each token's patch of condition channels to its output patch."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -78,3 +80,29 @@ def test_skip_needs_condition_channels():
   # With rope position channels the skip reads only the condition channels before them.
   config = tb.TinySpec(kind="cam2v", camera_rope=True, condition_skip=True).wan_config()
   assert config.condition_channels == 6
+
+
+def test_copy_initialised_skip_adds_the_rgb_condition():
+  """``condition_skip_init='copy'``: the initial model is the zero-initialised one plus each
+  pixel's condition RGB (the first frame at frame 0 for i2v, nothing at the other frames)."""
+  spec = tb.TinySpec(kind="i2v", dim=24, num_heads=2, num_layers=1, ffn_dim=32,
+                     condition_skip=True)
+  copy = dataclasses.replace(spec, condition_skip_init="copy")
+  rng = np.random.default_rng(3)
+  video = rng.uniform(-1, 1, (1, 4, 8, 8, 3)).astype(np.float32)
+  first = rng.uniform(-1, 1, (1, 8, 8, 3)).astype(np.float32)
+  cond = np.zeros((1, 4, 8, 8, 4), np.float32)
+  cond[:, 0, ..., :3], cond[:, 0, ..., 3] = first, 1.0
+  x = np.concatenate([video, cond], -1)
+  t, ctx = np.array([500.0], np.float32), np.zeros((1, 3, spec.text_dim), np.float32)
+  plain = np.asarray(tb.model_fn(spec)(tb.init_params(spec), x, t, ctx))
+  copied = np.asarray(tb.model_fn(copy)(tb.init_params(copy), x, t, ctx))
+  np.testing.assert_allclose(copied[:, 0] - plain[:, 0], first, atol=1e-5)
+  np.testing.assert_allclose(copied[:, 1:], plain[:, 1:], atol=1e-6)
+  # Only RGB conditions can be copied, and only through a skip.
+  for bad in (dict(kind="cam2v"), dict(kind="i2v", condition_skip=False)):
+    with pytest.raises(ValueError, match="condition_skip_init"):
+      tb.TinySpec(**{**dict(kind="i2v", condition_skip=True), **bad},
+                  condition_skip_init="copy").wan_config()
+  with pytest.raises(ValueError, match="condition_skip_init"):
+    tb.TinySpec(kind="i2v", condition_skip=True, condition_skip_init="eye").wan_config()
