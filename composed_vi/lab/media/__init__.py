@@ -1,4 +1,4 @@
-"""Media output: videos to PNG / GIF / MP4, contact sheets, camera-path plots, one HTML page and
+"""Media in and out: videos to PNG / GIF / MP4, contact sheets, camera-path plots, one HTML page and
 its headless-Chromium screenshot.
 
 Videos are ``(T, H, W, C)`` arrays (numpy or JAX) with ``C`` in {1, 3}: floats in ``value_range``
@@ -10,7 +10,9 @@ a file.
 * :mod:`.video`: ``to_uint8``, ``auto_upscale``, ``write_png``, ``write_gif``, ``write_mp4``;
 * :mod:`.figures`: ``contact_sheet``, ``camera_centres``, ``plot_camera_path``;
 * :mod:`.html`: ``render_html``, ``write_html``;
-* :mod:`.browser`: ``find_chromium``, ``screenshot_html`` and Chromium's flags.
+* :mod:`.browser`: ``find_chromium``, ``screenshot_html`` and Chromium's flags;
+* :mod:`.read`: images and videos in (``read_image``, ``read_video``, ``to_model_frames``) and
+  the Wan frame-count and size checks.
 
 Needs Pillow, matplotlib, imageio and imageio-ffmpeg (whose wheel bundles an ffmpeg binary);
 ``screenshot_html`` needs a Chromium executable. The third-party imports happen inside the
