@@ -82,7 +82,7 @@ def splat(image, depth, camera: CameraPath, *, supersample: int = 2):
   ctx, vis = controls.lift_and_splat(jnp.asarray(image), jnp.asarray(depth),
                                      jnp.asarray(k[0]), jnp.asarray(camera.extrinsics),
                                      supersample)
-  return np.asarray(ctx), np.asarray(vis)
+  return np.array(ctx), np.array(vis)  # writable copies
 
 
 def latent_context(vae, params, image, depth, camera: CameraPath, *,

@@ -3,12 +3,13 @@
 ``PROBLEMS`` maps a sampling config's ``experiment`` to the builder of its :class:`Problem`.
 """
 
-from composed_vi.lab.problems import gmm_product, wan_compose, world_demo
+from composed_vi.lab.problems import gmm_product, wan_compose, wan_ctrl_vi, world_demo
 from composed_vi.lab.problems.base import Problem, load_array
 
 PROBLEMS = {
     "gmm_product": gmm_product.build,
     "wan_compose": wan_compose.build,
+    "wan_ctrl_vi": wan_ctrl_vi.build,
     "world_demo": world_demo.build,
 }
 
