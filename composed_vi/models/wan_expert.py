@@ -65,6 +65,8 @@ class WanExpert(Expert):
   model_fn_low: Callable = pytree.field(pytree_node=False, default=None)
   event_shape: tuple = pytree.field(pytree_node=False, default=())
   guidance_scale: float = pytree.field(pytree_node=False, default=1.0)
+  #: Wan2.2 A14B: the low-noise transformer's own CFG scale (``None``: ``guidance_scale``).
+  guidance_scale_low: Any = pytree.field(pytree_node=False, default=None)
   boundary: float = pytree.field(pytree_node=False, default=0.0)
   #: what the network predicts: "velocity" (Wan), "x0" (converted: ``v = (x - x0) / t``) or
   #: "x0_precond" (``x0 = c_skip x + c_out F``, :func:`composed_vi.paths.preconditioning`).
@@ -76,7 +78,8 @@ class WanExpert(Expert):
   def shape(self):
     return tuple(int(s) for s in self.event_shape)
 
-  def _forward(self, fn, params, x, t):
+  def _forward(self, fn, params, x, t, scale=None):
+    scale = self.guidance_scale if scale is None else scale
     n = x.shape[0]
     if self.condition is not None:
       cond = jnp.broadcast_to(self.condition, (n,) + self.condition.shape).astype(x.dtype)
@@ -88,7 +91,7 @@ class WanExpert(Expert):
     ctx = batch(self.context)
     img = batch(self.context_image)
     ctrl = batch(self.control)
-    guided = self.guidance_scale != 1.0 and self.negative_context is not None
+    guided = scale != 1.0 and self.negative_context is not None
     if guided:  # conditional and unconditional in one batch of 2N
       x = jnp.concatenate([x, x])
       ctx = jnp.concatenate([ctx, batch(self.negative_context)])
@@ -98,7 +101,7 @@ class WanExpert(Expert):
     out = fn(params, x, timestep, ctx, img, ctrl, self.control_scale).astype(jnp.float32)
     if guided:
       vc, vu = out[:n], out[n:]
-      out = vu + self.guidance_scale * (vc - vu)
+      out = vu + scale * (vc - vu)
     return out
 
   def velocity(self, x, t):
@@ -108,7 +111,8 @@ class WanExpert(Expert):
       low_fn = self.model_fn_low or self.model_fn
       out = jax.lax.cond(t >= self.boundary,
                          lambda: self._forward(self.model_fn, self.params, x, t),
-                         lambda: self._forward(low_fn, self.params_low, x, t))
+                         lambda: self._forward(low_fn, self.params_low, x, t,
+                                               self.guidance_scale_low))
     if self.prediction == "x0":  # x_t = (1 - t) x0 + t eps  =>  v = eps - x0 = (x_t - x0) / t
       return (x.astype(jnp.float32) - out) / jnp.maximum(t, 1e-4)
     if self.prediction == "x0_precond":
@@ -139,6 +143,7 @@ def load_array(field: str, value, ndim: int | None = None) -> np.ndarray | None:
 def make_expert(config, latent_shape, *, params, model_fn, context, negative_context=None,
                 context_image=None, condition=None, control=None, control_scale=1.0,
                 guidance_scale=1.0, params_low=None, model_fn_low=None, boundary=0.0,
+                guidance_scale_low=None,
                 support=None, field: str = "backbone", prediction: str = "velocity",
                 sigma_data: float = 0.5,
                 ) -> WanExpert:
@@ -171,7 +176,9 @@ def make_expert(config, latent_shape, *, params, model_fn, context, negative_con
     context = np.pad(context, ((0, length - context.shape[0]), (0, 0)))
     negative = np.pad(negative, ((0, length - negative.shape[0]), (0, 0)))
   check_positive_float(f"{field}.guidance_scale", guidance_scale)
-  if guidance_scale != 1.0 and negative is None:
+  if guidance_scale_low is not None:
+    check_positive_float(f"{field}.guidance_scale_low", guidance_scale_low)
+  if (guidance_scale != 1.0 or (guidance_scale_low or 1.0) != 1.0) and negative is None:
     fail(f"{field}.negative_embeddings", "negative prompt embeddings when guidance_scale != 1",
          None)
   image = load_array(f"{field}.image_embeddings", context_image, ndim=2)
@@ -205,5 +212,6 @@ def make_expert(config, latent_shape, *, params, model_fn, context, negative_con
       control_scale=None if ctrl is None else jnp.asarray(control_scale, jnp.float32),
       params_low=params_low, support=support, model_fn=model_fn, model_fn_low=model_fn_low,
       event_shape=shape, guidance_scale=float(guidance_scale), boundary=float(boundary),
+      guidance_scale_low=None if guidance_scale_low is None else float(guidance_scale_low),
       prediction=check_choice(f"{field}.prediction", prediction, PREDICTIONS),
       sigma_data=check_positive_float(f"{field}.sigma_data", sigma_data))

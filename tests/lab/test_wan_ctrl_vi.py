@@ -93,3 +93,29 @@ def test_a_camera_with_the_wrong_pose_count_is_refused(case):
   out = lu.launch(root / "bad_cam", *args, f"--config.camera={root}/short.txt", config=CONFIG)
   assert out.returncode == 2 and "camera: expected 5 poses" in out.stderr
   assert not (root / "bad_cam").exists()
+
+
+def test_wan22_roots_and_shared_latent_space(tmp_path):
+  """A Wan2.2 A14B root (transformer_2/ and boundary_ratio) is read without weights; a backbone
+  whose VAE has another latent space is refused by field."""
+  import json
+
+  from composed_vi.errors import ConfigError
+  from composed_vi.lab.problems import wan_ctrl_vi
+  from configs import wan_ctrl_vi as cfg
+  wan_checkpoints.make_root(str(tmp_path / "a14b"), "t2v", low_noise=True)
+  wan_checkpoints.make_root(str(tmp_path / "t2v"), "t2v", seed=3)
+  config = cfg.get_config("smoke")
+  config.backbones.t2v.root = str(tmp_path / "a14b")
+  config.backbones.vace.root = str(tmp_path / "t2v")
+  backbones = wan_ctrl_vi._backbones(config)
+  by_name = {b.name: b for b in backbones}
+  assert by_name["t2v"].low_noise and by_name["t2v"].boundary == 0.875
+  assert not by_name["vace"].low_noise and by_name["vace"].boundary == 0.0
+  vae_config = tmp_path / "t2v" / "vae" / "config.json"
+  data = json.loads(vae_config.read_text())
+  data["latents_mean"] = [0.0] * 4
+  vae_config.write_text(json.dumps(data))
+  with pytest.raises(ConfigError, match=r"backbones.vace.root: expected a VAE with the latent "
+                     r"space of backbones.t2v"):
+    wan_ctrl_vi._backbones(config)

@@ -94,6 +94,15 @@ def test_wan22_switches_transformers_at_the_boundary(t2v):
   vel = jax.jit(e.velocity)
   assert close(vel(jnp.asarray(x), 0.9), torch_velocity(high_model, x, 0.9, ctx))
   assert close(vel(jnp.asarray(x), 0.5), torch_velocity(low_model, x, 0.5, ctx))
+  # Each transformer with its own guidance scale (Wan2.2's guidance_scale / guidance_scale_2).
+  _, _, neg = data(4)
+  g = wan.make_expert(fn.config, SHAPE, params=high, model_fn=fn.model_fn, context=ctx,
+                      negative_context=neg, params_low=low, boundary=0.875, guidance_scale=4.0,
+                      guidance_scale_low=3.0)
+  vel = jax.jit(g.velocity)
+  for model, t, scale in ((high_model, 0.9, 4.0), (low_model, 0.5, 3.0)):
+    vc, vu = torch_velocity(model, x, t, ctx), torch_velocity(model, x, t, neg)
+    assert close(vel(jnp.asarray(x), t), vu + scale * (vc - vu))
 
 
 def test_conditioning_is_validated(t2v, tmp_path):

@@ -45,8 +45,9 @@ def make_tokenizer(folder):
   return len(vocab)
 
 
-def make_root(folder, kind="i2v", seed=0, num_layers=2):
-  """A tiny ``kind`` checkpoint root ('t2v', 'i2v' or 'vace') at ``folder``."""
+def make_root(folder, kind="i2v", seed=0, num_layers=2, low_noise=False):
+  """A tiny ``kind`` checkpoint root ('t2v', 'i2v' or 'vace') at ``folder``; ``low_noise``
+  adds Wan2.2 A14B's ``transformer_2/`` and ``boundary_ratio`` (0.875)."""
   import diffusers
   from transformers import (
     CLIPImageProcessor,
@@ -99,6 +100,10 @@ def make_root(folder, kind="i2v", seed=0, num_layers=2):
     model = diffusers.WanTransformer3DModel(in_channels=Z_DIM, **common)
   perturb(model, seed + 3).save_pretrained(os.path.join(folder, "transformer"),
                                            safe_serialization=True)
+  if low_noise:
+    perturb(model, seed + 4).save_pretrained(os.path.join(folder, "transformer_2"),
+                                             safe_serialization=True)
+    index.update(transformer_2=index["transformer"], boundary_ratio=0.875)
   os.makedirs(os.path.join(folder, "scheduler"), exist_ok=True)
   with open(os.path.join(folder, "scheduler", "scheduler_config.json"), "w") as f:
     json.dump({"_class_name": "UniPCMultistepScheduler", "flow_shift": 3.0,

@@ -238,11 +238,14 @@ def build(config, mesh=None) -> Problem:
     if cfg.is_vace:
       ctrl = _vace_control(config, inputs, vae, vae_params, b["control"], region_px)
     guidance = b["guidance_scale"]
+    guidance_low = (b["guidance_scale_low"] or guidance) if low is not None else None
+    guided = guidance != 1.0 or (guidance_low or 1.0) != 1.0
     experts.append(wan.make_expert(
         cfg, shape, params=high.params, model_fn=high.model_fn, context=emb[0],
-        negative_context=emb[1] if guidance != 1.0 else None, context_image=image_emb,
+        negative_context=emb[1] if guided else None, context_image=image_emb,
         condition=cond, control=ctrl, control_scale=b["control_scale"],
-        guidance_scale=guidance, params_low=None if low is None else low.params,
+        guidance_scale=guidance, guidance_scale_low=guidance_low,
+        params_low=None if low is None else low.params,
         model_fn_low=None if low is None else low.model_fn, boundary=bb.boundary, field=field))
     weights.append(_region_weight(b["region"], b["weight"], region))
 
