@@ -60,7 +60,7 @@ def main(argv):
     params += count * sum(math.prod(s) for s in shapes.values())
   d, ffn = 5120, 13824
   act_per_sample = TOKENS * (3 * d + ffn) * 2  # bytes, bf16
-  print(f"# The paper's set: {params / 1e9:.1f}e9 transformer parameters (4 backbones, the "
+  print(f"The paper's set: {params / 1e9:.1f}e9 transformer parameters (4 backbones, the "
         f"I2V one two transformers), latent 21 x 60 x 104 x 16 ({TOKENS} tokens)\n")
   print("| devices (data, model) | N | parameters / device | activations / device | "
         "total / device | fits 80 GB? | fits 141 GB? |")
