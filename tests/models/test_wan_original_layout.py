@@ -165,7 +165,7 @@ def test_config_translation():
     (dict(qk_norm=False), "'qk_norm'"),
     (dict(window_size=[256, 256]), "'window_size'"),
     (dict(num_heads=5), "'num_heads'.*dim=24"),
-    (dict(add_control_adapter=True), "'add_control_adapter'"),
+    (dict(add_control_adapter="yes"), "'add_control_adapter' expected a bool"),
     (dict(mystery=1), "unknown field 'mystery'"),
 ])
 def test_bad_configs_are_refused(change, match):

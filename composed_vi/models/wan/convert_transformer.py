@@ -5,6 +5,9 @@
 
 * ``linear``: ``torch.nn.Linear`` weight ``(out, in)`` -> ``kernel`` ``(in, out)``;
 * ``conv3d``: ``torch.nn.Conv3d`` weight ``(O, I, t, h, w)`` -> ``kernel`` ``(t, h, w, I, O)``;
+* ``conv2d``: ``torch.nn.Conv2d`` weight ``(O, I, h, w)`` -> ``kernel`` ``(h, w, I, O)``
+  (VideoX-Fun's ``control_adapter.*`` and ``ref_conv``, under their VideoX-Fun names: diffusers
+  has no such modules);
 * ``copy``: biases, norm weights (``weight`` -> ``scale``), scale-shift tables, ``pos_embed``.
 
 ``validate_key_table`` checks the table against ``nnx.eval_shape`` of the model: every source key
@@ -34,6 +37,7 @@ _LAYOUTS = {
     "copy": lambda a: a,
     "linear": lambda a: a.T,
     "conv3d": lambda a: a.transpose(2, 3, 4, 1, 0),
+    "conv2d": lambda a: a.transpose(2, 3, 1, 0),
 }
 
 
@@ -44,6 +48,8 @@ def _source_shape(layout: str, shape: Sequence[int]) -> tuple[int, ...]:
     return shape[::-1]
   if layout == "conv3d" and len(shape) == 5:
     return tuple(shape[i] for i in (2, 3, 4, 1, 0))
+  if layout == "conv2d" and len(shape) == 4:
+    return tuple(shape[i] for i in (2, 3, 1, 0))
   return shape
 
 
@@ -57,6 +63,10 @@ def key_table(config: wan.WanConfig) -> dict[str, tuple[Path, str]]:
 
   def conv(src: str, dst: Path):
     table[f"{src}.weight"] = ((*dst, "kernel"), "conv3d")
+    table[f"{src}.bias"] = ((*dst, "bias"), "copy")
+
+  def conv2d(src: str, dst: Path):
+    table[f"{src}.weight"] = ((*dst, "kernel"), "conv2d")
     table[f"{src}.bias"] = ((*dst, "bias"), "copy")
 
   def norm(src: str, dst: Path, bias: bool):
@@ -110,6 +120,13 @@ def key_table(config: wan.WanConfig) -> dict[str, tuple[Path, str]]:
       if k == 0:
         linear(f"vace_blocks.{k}.proj_in", ("vace_blocks", k, "proj_in"))
       linear(f"vace_blocks.{k}.proj_out", ("vace_blocks", k, "proj_out"))
+  if config.control_adapter_in_dim is not None:
+    conv2d("control_adapter.conv", ("control_adapter", "conv"))
+    for name in ("conv1", "conv2"):
+      conv2d(f"control_adapter.residual_blocks.0.{name}",
+             ("control_adapter", "residual_blocks", 0, name))
+  if config.ref_conv_in_dim is not None:
+    conv2d("ref_conv", ("ref_conv",))
   return table
 
 

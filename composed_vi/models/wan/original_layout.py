@@ -8,6 +8,11 @@ a name table (:func:`original_to_diffusers_keys`), and the diffusers loading pat
 unchanged, with its own key table checked against ``nnx.eval_shape``. The renaming touches names
 only: the values stay the memory-mapped views of the checkpoint files.
 
+VideoX-Fun's optional modules (``add_control_adapter``: the Control-Camera ``SimpleAdapter``;
+``add_ref_conv``: the reference-image conv) become ``WanConfig``'s ``control_adapter_in_dim`` /
+``control_adapter_downscale`` and ``ref_conv_in_dim``; their tensors (``control_adapter.*``,
+``ref_conv.*``) keep their VideoX-Fun names in the key table, diffusers having no such modules.
+
 The same goes for the original VAE (``Wan2.1_VAE.pth``, converted to safetensors), whose folder
 needs no ``config.json`` (:func:`original_to_diffusers_vae_keys`).
 
@@ -47,6 +52,11 @@ _TOP_MODULES = (
     ("img_emb.proj.4", "condition_embedder.image_embedder.norm2"),
     ("head.head", "proj_out"),
     ("vace_patch_embedding", "vace_patch_embedding"),
+    # VideoX-Fun (``SimpleAdapter`` with one residual block; the reference conv).
+    ("control_adapter.conv", "control_adapter.conv"),
+    ("control_adapter.residual_blocks.0.conv1", "control_adapter.residual_blocks.0.conv1"),
+    ("control_adapter.residual_blocks.0.conv2", "control_adapter.residual_blocks.0.conv2"),
+    ("ref_conv", "ref_conv"),
 )
 _TOP_PARAMS = (
     ("head.modulation", "scale_shift_table"),
@@ -92,11 +102,16 @@ _DEFAULTS = {"patch_size": (1, 2, 2), "text_dim": 4096, "eps": 1e-6, "cross_attn
              "qk_norm": True, "window_size": (-1, -1)}
 _OPTIONAL = ("vace_layers", "vace_in_dim", "cross_attn_type")  # VACE; VideoX-Fun's image switch
 # Recorded by the original or VideoX-Fun configs without changing the network we build: the
-# caller pads the text to ``text_len`` (the pipelines use 512); VideoX-Fun's extra modules are
-# absent while their flags below are false.
-_INERT = ("text_len", "in_channels", "hidden_size", "in_dim_control_adapter",
-          "downscale_factor_control_adapter", "in_dim_ref_conv")
-_OFF_FLAGS = ("add_control_adapter", "add_ref_conv")  # VideoX-Fun modules we do not port
+# caller pads the text to ``text_len`` (the pipelines use 512).
+_INERT = ("text_len", "in_channels", "hidden_size")
+# VideoX-Fun's optional modules: flag -> {its size fields: (our WanConfig field, VideoX-Fun's
+# default)}. The size fields are read only while the flag is true.
+_FUN_MODULES = {
+    "add_control_adapter": {"in_dim_control_adapter": ("control_adapter_in_dim", 24),
+                            "downscale_factor_control_adapter": ("control_adapter_downscale", 8)},
+    "add_ref_conv": {"in_dim_ref_conv": ("ref_conv_in_dim", 16)},
+}
+_FUN_FIELDS = tuple(_FUN_MODULES) + tuple(f for sizes in _FUN_MODULES.values() for f in sizes)
 _CLIP_DIM = 1280  # Wan2.1 I2V / FLF2V image features (open-clip ViT-H/14)
 _FLF_IMAGE_TOKENS = 2 * 257  # FLF2V joins the first and last frame's CLIP tokens
 _ROPE_MAX_SEQ_LEN = 1024  # WanModel's rope_params(1024, ...)
@@ -133,7 +148,11 @@ def diffusers_config_from_original(config: Mapping[str, Any],
   ``text_dim``, ``eps``, ``cross_attn_norm``, ``qk_norm`` and ``window_size`` default to
   ``WanModel``'s values (its config.json does not store them). VACE (``VaceWanModel``,
   ``model_type`` 'vace' or ``vace_layers`` / ``vace_in_dim`` present) takes ``vace_layers``
-  (default every second block) and ``vace_in_dim`` (default ``in_dim``).
+  (default every second block) and ``vace_in_dim`` (default ``in_dim``). VideoX-Fun's
+  ``add_control_adapter`` (with ``in_dim_control_adapter``, default 24, and
+  ``downscale_factor_control_adapter``, default 8) and ``add_ref_conv`` (with
+  ``in_dim_ref_conv``, default 16) add ``control_adapter_in_dim`` / ``control_adapter_downscale``
+  and ``ref_conv_in_dim`` to the returned config (absent when the flags are false).
 
   The image branch (CLIP projection and the image keys of cross-attention) is read from the
   tensors when ``shapes`` (``{original key: shape}``) are given, since Wan2.1's and Wan2.2's I2V
@@ -142,10 +161,11 @@ def diffusers_config_from_original(config: Mapping[str, Any],
 
   Raises:
     ValueError: naming a missing or unknown field, or a value we cannot build (``qk_norm``
-      false, windowed attention, an unknown ``model_type``, VideoX-Fun's control adapter).
+      false, windowed attention, an unknown ``model_type``, a non-bool VideoX-Fun flag, a
+      VideoX-Fun module on a VACE model).
   """
   config = {k: v for k, v in dict(config).items() if not k.startswith("_")}
-  known = set(_REQUIRED) | set(_DEFAULTS) | set(_OPTIONAL) | set(_INERT) | set(_OFF_FLAGS)
+  known = set(_REQUIRED) | set(_DEFAULTS) | set(_OPTIONAL) | set(_INERT) | set(_FUN_FIELDS)
   for name in config:
     if name not in known:
       raise ValueError(f"original Wan config: unknown field {name!r} (= {config[name]!r}); "
@@ -157,10 +177,10 @@ def diffusers_config_from_original(config: Mapping[str, Any],
   if model_type not in _MODEL_TYPES:
     raise ValueError(f"original Wan config: field 'model_type' expected one of "
                      f"{list(_MODEL_TYPES)}, got {model_type!r}")
-  for name in _OFF_FLAGS:
-    if config.get(name):
-      raise ValueError(f"original Wan config: field {name!r} expected false (VideoX-Fun's extra "
-                       f"modules are not ported), got {config[name]!r}")
+  for name in _FUN_MODULES:
+    if not isinstance(config.get(name, False), bool):
+      raise ValueError(f"original Wan config: field {name!r} expected a bool, got "
+                       f"{config[name]!r}")
   c = {**_DEFAULTS, **config}
   dim, heads = _positive_int(c, "dim"), _positive_int(c, "num_heads")
   if dim % heads:
@@ -217,6 +237,14 @@ def diffusers_config_from_original(config: Mapping[str, Any],
                           else [int(i) for i in layers])
     out["vace_in_channels"] = (out["in_channels"] if c.get("vace_in_dim") is None
                                else _positive_int(c, "vace_in_dim"))
+  for flag, sizes in _FUN_MODULES.items():
+    if not config.get(flag, False):
+      continue
+    if vace:
+      raise ValueError(f"original Wan config: field {flag!r} expected false for a VACE model "
+                       f"(VideoX-Fun's VACE model has no such module), got true")
+    for name, (ours, default) in sizes.items():
+      out[ours] = _positive_int({name: config.get(name, default)}, name)
   return out
 
 

@@ -8,7 +8,10 @@ compute ``dtype``, rotary tables computed in float64 and rounded to float32.
 Shapes (channels-last): latents ``x`` are ``(B, F, H, W, C)``, timesteps ``t`` are ``(B,)`` or
 ``(B, S)`` with ``S = (F/pt)(H/ph)(W/pw)`` tokens (per-token timesteps, Wan2.2 TI2V), text
 context ``(B, L, text_dim)``, image context ``(B, L_img, image_dim)``, VACE control latents
-``(B, F', H', W', vace_in_channels)`` with at most as many tokens as ``x``.
+``(B, F', H', W', vace_in_channels)`` with at most as many tokens as ``x``; VideoX-Fun's
+Control-Camera input ``(B, F/pt, H s, W s, control_adapter_in_dim)`` (per pixel, ``s`` =
+``control_adapter_downscale``) and reference latents ``(B, H, W, ref_conv_in_dim)``
+(:mod:`composed_vi.models.wan.fun_control`).
 
 Image tokens are kept apart from the text tokens (diffusers concatenates them and splits them
 again assuming exactly 512 text tokens; with 512 text tokens both agree, with other lengths only
@@ -34,6 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from composed_vi.models.wan import fun_control
 
 Array = jax.Array
 
@@ -62,6 +67,12 @@ class WanConfig:
   output LayerNorm removes every token's mean and scale, so a narrow network cannot pass a
   condition's absolute pixel values through its residual stream; this path (ControlNet's
   zero-initialised projection, placed at the output) can learn to, e.g. a first frame.
+
+  VideoX-Fun's optional modules (not diffusers'; ``None`` is Wan): ``control_adapter_in_dim``
+  adds the Control-Camera adapter (VideoX-Fun's ``add_control_adapter`` with
+  ``in_dim_control_adapter``, 24 for Plücker rays of 4 frames; ``control_adapter_downscale`` its
+  pixel-unshuffle factor, 8 for Wan2.1's VAE) and ``ref_conv_in_dim`` the reference-image conv
+  (``add_ref_conv`` with ``in_dim_ref_conv``), see :mod:`composed_vi.models.wan.fun_control`.
   """
 
   patch_size: tuple[int, int, int] = (1, 2, 2)
@@ -84,6 +95,9 @@ class WanConfig:
   rope_theta: float = 10000.0
   rope_position_channels: int = 0
   condition_skip: bool = False
+  control_adapter_in_dim: int | None = None
+  control_adapter_downscale: int = 8
+  ref_conv_in_dim: int | None = None
 
   def __post_init__(self):
     object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
@@ -114,6 +128,7 @@ class WanConfig:
         raise ValueError(f"vace_layers: expected indices in [0, {self.num_layers}), got {layers}")
       if self.vace_in_channels is None:
         raise ValueError("vace_in_channels: required when vace_layers is set")
+    fun_control.check_config(self)
 
   @property
   def inner_dim(self) -> int:
@@ -514,6 +529,11 @@ class WanTransformer(nnx.Module):
           for i in range(len(config.vace_layers))])
     else:
       self.vace_patch_embedding = self.vace_blocks = None
+    self.control_adapter = None if config.control_adapter_in_dim is None else \
+        fun_control.ControlAdapter(config.control_adapter_in_dim, dim, patch[1:],
+                                   config.control_adapter_downscale, **kw)
+    self.ref_conv = None if config.ref_conv_in_dim is None else \
+        fun_control.RefConv(config.ref_conv_in_dim, dim, patch[1:], **kw)
 
   def _check(self, x, t, context, context_image, control, control_scale):
     cfg = self.config
@@ -550,7 +570,8 @@ class WanTransformer(nnx.Module):
       raise ValueError("control: given to a model without VACE blocks (vace_layers is None)")
 
   def __call__(self, x: Array, t: Array, context: Array, context_image: Array | None = None,
-               control: Array | None = None, control_scale: Array | None = None) -> Array:
+               control: Array | None = None, control_scale: Array | None = None,
+               control_camera: Array | None = None, ref_latents: Array | None = None) -> Array:
     """Predicts the flow velocity (Wan's training target) for latents ``x``.
 
     Args:
@@ -560,23 +581,41 @@ class WanTransformer(nnx.Module):
       context_image: (B, L_img, image_dim) image encoder states (I2V / FLF2V) or None.
       control: (B, F', H', W', vace_in_channels) VACE control latents (VACE models only).
       control_scale: (len(vace_layers),) weights of the VACE hints (default ones).
+      control_camera: (B, F/pt, H s, W s, control_adapter_in_dim) per-pixel camera channels at
+        the latent frame rate (``s = control_adapter_downscale``; VideoX-Fun's ``y_camera``
+        channels-last), added to the patch-embedded tokens through the control adapter.
+        Models with an adapter only; None skips it, as VideoX-Fun's forward does.
+      ref_latents: (B, H, W, ref_conv_in_dim) reference-image latents (VideoX-Fun's
+        ``full_ref``), prepended as tokens of an extra first frame. Models with a reference
+        conv only; None skips it (VideoX-Fun's pipelines pass zeros when there is no image).
 
     Returns:
       (B, F, H, W, out_channels) in ``dtype``.
     """
     x, t, context = jnp.asarray(x), jnp.asarray(t), jnp.asarray(context)
     self._check(x, t, context, context_image, control, control_scale)
+    fun_control.check_inputs(self.config, x.shape, control_camera, ref_latents)
     cfg, dt, f32 = self.config, self.dtype, jnp.float32
     b, nf, nh, nw, _ = x.shape
     pt, ph, pw = cfg.patch_size
     grid = (nf // pt, nh // ph, nw // pw)
+    # The reference frame's tokens come first, at rotary frame 0; the video moves to 1..F.
+    n_ref = 0 if ref_latents is None else fun_control.ref_token_count(cfg, x.shape)
     if cfg.rope_position_channels:
       x, pixels = x[..., :-cfg.rope_position_channels], x[..., -cfg.rope_position_channels:]
       rope = rope_from_positions(cfg, token_positions(cfg, pixels))
     else:
-      rope = tuple(jnp.asarray(a) for a in rope_tables(cfg, grid))
+      rope_grid = (grid[0] + (1 if n_ref else 0), grid[1], grid[2])
+      rope = tuple(jnp.asarray(a) for a in rope_tables(cfg, rope_grid))
 
     h = self.patch_embedding(x)
+    if control_camera is not None:
+      h = h + self.control_adapter(jnp.asarray(control_camera)).astype(h.dtype)
+    if n_ref:
+      ref = self.ref_conv.tokens(jnp.asarray(ref_latents)).astype(h.dtype)
+      h = jnp.concatenate([ref, h], axis=1)
+      if t.ndim == 2:  # VideoX-Fun pads per-token timesteps in front with the last one
+        t = jnp.concatenate([jnp.repeat(t[:, -1:], n_ref, axis=1), t], axis=1)
     emb = self.condition_embedder
     temb, temb6 = emb.time(t)
     context = emb.text(context)
@@ -609,7 +648,7 @@ class WanTransformer(nnx.Module):
     mod = self.scale_shift_table[...].astype(f32)[:, None] + temb[:, :, None]
     shift, scale = mod[:, :, 0], mod[:, :, 1]
     h = (self.norm_out(h) * (1 + scale) + shift).astype(dt)
-    out = self.proj_out(h)
+    out = self.proj_out(h)[:, n_ref:]
     if cfg.condition_skip:
       cond = x[..., cfg.out_dim:]
       cond = cond.reshape(b, grid[0], pt, grid[1], ph, grid[2], pw, -1)
@@ -670,25 +709,32 @@ def split_abstract(config: WanConfig, **kwargs) -> tuple[nnx.GraphDef, nnx.State
 
 def forward(graphdef: nnx.GraphDef, params: nnx.State, x: Array, t: Array, context: Array,
             context_image: Array | None = None, control: Array | None = None,
-            control_scale: Array | None = None) -> Array:
+            control_scale: Array | None = None, control_camera: Array | None = None,
+            ref_latents: Array | None = None) -> Array:
   """Pure forward pass: merges ``(graphdef, params)`` and calls the model (channels-last)."""
-  return nnx.merge(graphdef, params)(x, t, context, context_image, control, control_scale)
+  return nnx.merge(graphdef, params)(x, t, context, context_image, control, control_scale,
+                                     control_camera, ref_latents)
 
 
 def make_model_fn(config: WanConfig, *, compiler_options: dict[str, Any] | None = None,
                   **kwargs) -> Callable[..., Array]:
-  """A jitted ``fn(params, x, t, context, context_image=None, control=None, control_scale=None)``.
+  """A jitted ``fn(params, x, t, context, context_image=None, control=None, control_scale=None,
+  control_camera=None, ref_latents=None)``.
 
   ``x`` is (B, F, H, W, C) channels-last; ``params`` an ``nnx.State`` as from
   ``convert_transformer.convert_state_dict`` or ``nnx.split(model)[1]``; ``kwargs`` are
   ``WanTransformer``'s (dtype, precision, attention_impl, remat); ``compiler_options`` go to
   ``jax.jit`` (e.g. ``{"xla_backend_optimization_level": 0}`` compiles 4x faster on CPU, for
-  tests). Output (B, F, H, W, C_out) in ``dtype``.
+  tests). ``control_camera`` (B, F/pt, H s, W s, control_adapter_in_dim) and ``ref_latents``
+  (B, H, W, ref_conv_in_dim) feed VideoX-Fun's optional modules (see ``WanTransformer``).
+  Output (B, F, H, W, C_out) in ``dtype``.
   """
   graphdef, _ = split_abstract(config, **kwargs)
 
-  def model_fn(params, x, t, context, context_image=None, control=None, control_scale=None):
-    return forward(graphdef, params, x, t, context, context_image, control, control_scale)
+  def model_fn(params, x, t, context, context_image=None, control=None, control_scale=None,
+               control_camera=None, ref_latents=None):
+    return forward(graphdef, params, x, t, context, context_image, control, control_scale,
+                   control_camera, ref_latents)
 
   return jax.jit(model_fn, compiler_options=compiler_options)
 
