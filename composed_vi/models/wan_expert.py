@@ -59,6 +59,10 @@ class WanExpert(Expert):
   condition: Any = None
   control: Any = None
   control_scale: Any = None
+  #: VideoX-Fun Control-Camera: the Pluecker input ``(F', H, W, 24)`` of the control adapter.
+  control_camera: Any = None
+  #: VideoX-Fun ``add_ref_conv`` models: the reference image's latents ``(h, w, z)``.
+  ref_latents: Any = None
   params_low: Any = None
   support: Any = None
   model_fn: Callable = pytree.field(pytree_node=False, default=None)
@@ -91,14 +95,18 @@ class WanExpert(Expert):
     ctx = batch(self.context)
     img = batch(self.context_image)
     ctrl = batch(self.control)
+    extra = {k: batch(v) for k, v in (("control_camera", self.control_camera),
+                                      ("ref_latents", self.ref_latents)) if v is not None}
     guided = scale != 1.0 and self.negative_context is not None
     if guided:  # conditional and unconditional in one batch of 2N
-      x = jnp.concatenate([x, x])
+      twice = lambda a: None if a is None else jnp.concatenate([a, a])  # noqa: E731
+      x = twice(x)
       ctx = jnp.concatenate([ctx, batch(self.negative_context)])
-      img = None if img is None else jnp.concatenate([img, img])
-      ctrl = None if ctrl is None else jnp.concatenate([ctrl, ctrl])
+      img, ctrl = twice(img), twice(ctrl)
+      extra = {k: twice(v) for k, v in extra.items()}
     timestep = jnp.full((x.shape[0],), NUM_TRAIN_TIMESTEPS, jnp.float32) * t
-    out = fn(params, x, timestep, ctx, img, ctrl, self.control_scale).astype(jnp.float32)
+    out = fn(params, x, timestep, ctx, img, ctrl, self.control_scale, **extra
+             ).astype(jnp.float32)
     if guided:
       vc, vu = out[:n], out[n:]
       out = vu + scale * (vc - vu)
@@ -143,7 +151,7 @@ def load_array(field: str, value, ndim: int | None = None) -> np.ndarray | None:
 def make_expert(config, latent_shape, *, params, model_fn, context, negative_context=None,
                 context_image=None, condition=None, control=None, control_scale=1.0,
                 guidance_scale=1.0, params_low=None, model_fn_low=None, boundary=0.0,
-                guidance_scale_low=None,
+                guidance_scale_low=None, control_camera=None, ref_latents=None,
                 support=None, field: str = "backbone", prediction: str = "velocity",
                 sigma_data: float = 0.5,
                 ) -> WanExpert:
@@ -199,6 +207,23 @@ def make_expert(config, latent_shape, *, params, model_fn, context, negative_con
          "none (not a VACE model)", None if ctrl is None else ctrl.shape)
   if ctrl is not None and ctrl.shape[-1] != config.vace_in_channels:
     fail(f"{field}.control_latents", f"{config.vace_in_channels} channels", ctrl.shape)
+  camera = load_array(f"{field}.control_camera", control_camera, ndim=4)
+  adapter = getattr(config, "control_adapter_in_dim", None)
+  if (camera is None) != (adapter is None):
+    fail(f"{field}.control_camera", "the Pluecker input (F', H, W, "
+         f"{adapter}) of the control adapter" if adapter else "none (no control adapter)",
+         None if camera is None else camera.shape)
+  if camera is not None:
+    down = config.control_adapter_downscale
+    want = (f, h * down, w * down, adapter)
+    if camera.shape != want:
+      fail(f"{field}.control_camera", f"shape {want} (latent frames, pixels, channels)",
+           camera.shape)
+  ref = load_array(f"{field}.ref_latents", ref_latents, ndim=3)
+  ref_dim = getattr(config, "ref_conv_in_dim", None)
+  if ref is not None and (ref_dim is None or ref.shape != (h, w, ref_dim)):
+    fail(f"{field}.ref_latents", f"latents of shape {(h, w, ref_dim)}" if ref_dim else
+         "none (no reference conv)", ref.shape)
   if not 0 <= boundary < 1:
     fail(f"{field}.boundary", "a level in [0, 1)", boundary)
   if boundary > 0 and params_low is None:
@@ -210,6 +235,8 @@ def make_expert(config, latent_shape, *, params, model_fn, context, negative_con
       condition=None if cond is None else jnp.asarray(cond),
       control=None if ctrl is None else jnp.asarray(ctrl),
       control_scale=None if ctrl is None else jnp.asarray(control_scale, jnp.float32),
+      control_camera=None if camera is None else jnp.asarray(camera),
+      ref_latents=None if ref is None else jnp.asarray(ref),
       params_low=params_low, support=support, model_fn=model_fn, model_fn_low=model_fn_low,
       event_shape=shape, guidance_scale=float(guidance_scale), boundary=float(boundary),
       guidance_scale_low=None if guidance_scale_low is None else float(guidance_scale_low),

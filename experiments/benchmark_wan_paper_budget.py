@@ -1,7 +1,7 @@
 """Memory and time of the paper's backbone set, on paper (no weights, no device).
 
-  python -m experiments.paper_budget                     # a few seconds
-  python -m experiments.paper_budget --forward_s=3.6     # with a measured forward time
+  python -m experiments.benchmark_wan_paper_budget                     # a few seconds
+  python -m experiments.benchmark_wan_paper_budget --forward_s=3.6     # with a measured forward time
 
 The set: four 14B-class transformers in bfloat16 (Wan2.2 I2V A14B counts as two, switched at
 its boundary; a Fun-Control 14B on the simulation's depth; a Fun Control-Camera 14B; VACE 14B
@@ -19,7 +19,7 @@ Forwards per video: Ctrl-VI evaluates every expert ``inner_steps + 1`` times per
 levels with Stein steps (``t >= stein_min_t``) and once at the others; each guided expert costs
 two forwards per particle. FLOPs per forward: ``2 P S`` for the linear layers plus
 ``4 S^2 d L`` for attention; ``--forward_s`` replaces the FLOP estimate with a measured time
-(``experiments/gpu_check_wan.py`` measures it).
+(``experiments/benchmark_wan_gpu_check.py`` measures it).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from absl import app, flags
 
 from composed_vi.models.wan import sharding
 from composed_vi.models.wan import transformer as wan
-from experiments.checkpoint_table import _14B
+from experiments.benchmark_wan_checkpoints import _14B
 
 _FORWARD_S = flags.DEFINE_float("forward_s", 0.0, "Measured seconds per 14B forward (0: FLOPs).")
 _TFLOPS = flags.DEFINE_float("tflops", 990.0, "Peak bf16 dense TFLOP/s of one device (H200).")
@@ -97,7 +97,7 @@ def main(argv):
   print("\nThe paper reports about 40 minutes per segment on one H200, i.e. about "
         f"{40 * 60 / forward_s:.0f} forwards at this forward time: its sampler must evaluate "
         "far fewer (fewer levels or particles, or Stein steps at few levels). "
-        "experiments/gpu_check_wan.py measures the forward and one level to settle it.")
+        "experiments/benchmark_wan_gpu_check.py measures the forward and one level to settle it.")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The real Wan checkpoints the loaders read: parameters and bf16 memory per device.
 
-  python -m experiments.checkpoint_table     # a few seconds; third_party/README.md's table
+  python -m experiments.benchmark_wan_checkpoints     # a few seconds; third_party/README.md's table
 
 Every count is exact, from ``eval_shape`` of our modules at the checkpoints' published configs
 (the diffusers ``config.json`` of each Wan-AI ``*-Diffusers`` repository); nothing is
