@@ -1,6 +1,6 @@
 """The GPU check of the Wan pipeline, in one command (never a test): prints one table.
 
-  python -m experiments.benchmark_wan_gpu_check                 # on a GPU: Wan2.1 1.3B, 81 x 480 x 832
+  python -m experiments.benchmark_wan_gpu_check    # on a GPU: Wan2.1 1.3B, 81 x 480 x 832
   python -m experiments.benchmark_wan_gpu_check --model=tiny --frames=5 --height=32 --width=32 \\
       --small_frames=5 --small_height=32 --small_width=32   # CPU smoke of the script itself
 

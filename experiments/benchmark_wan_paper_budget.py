@@ -1,7 +1,7 @@
 """Memory and time of the paper's backbone set, on paper (no weights, no device).
 
-  python -m experiments.benchmark_wan_paper_budget                     # a few seconds
-  python -m experiments.benchmark_wan_paper_budget --forward_s=3.6     # with a measured forward time
+  python -m experiments.benchmark_wan_paper_budget    # a few seconds
+  python -m experiments.benchmark_wan_paper_budget --forward_s=3.6    # measured forward
 
 The set: four 14B-class transformers in bfloat16 (Wan2.2 I2V A14B counts as two, switched at
 its boundary; a Fun-Control 14B on the simulation's depth; a Fun Control-Camera 14B; VACE 14B
