@@ -255,7 +255,7 @@ def _one_product_direction(xf, g, *, bandwidth, bandwidth_scale, drive, repulsio
   gram = _gram(xf, axis_name)
   mean, gram = jax.lax.cond(
       _offset_is_large(gram), lambda _: _centred_gram(xf, axis_name)[::2],
-      lambda _: (jnp.zeros((1, xf.shape[1]), jnp.float32), gram), None)
+      lambda _: (jnp.zeros_like(xf[:1]), gram), None)
   f = xf - mean
   sq = _sq_dists_from_gram(xf, gram, axis_name)  # nearest pairs from offset-free differences
   h = median_bandwidth(sq, bandwidth_scale) if bandwidth is None else jnp.asarray(
