@@ -177,3 +177,11 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 
 def is_primary() -> bool:
   return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+  """Waits until every process reaches ``name`` (nothing to wait for with one process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)

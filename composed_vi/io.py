@@ -10,6 +10,7 @@ rename. Either way the file gets the usual permissions, ``0o666`` less the umask
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -49,6 +50,20 @@ def _publish(tmp: str, path: str) -> None:
   os.replace(tmp, path)
 
 
+class StorageError(OSError):
+  """The file system refused a write (full, over quota, read-only, no permission): one line
+  naming the path, raised after the temporary file is removed, so nothing half-written remains
+  under the final name."""
+
+  def __str__(self):
+    return f"cannot write {self.filename}: {self.strerror} (errno {self.errno})"
+
+
+#: errnos of a file system that cannot take a write.
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                  errno.EFBIG)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str, suffix: str = ""):
   """Yields a temporary path next to ``path`` that ends in ``suffix`` (for tools that infer the
@@ -58,13 +73,21 @@ def atomic_path(path: str, suffix: str = ""):
   success it gets mode :func:`file_mode` and is renamed to ``path``; on an exception it is
   removed and ``path`` is left as it was.
   """
-  tmp = _temporary_next_to(path, suffix)
+  try:
+    tmp = _temporary_next_to(path, suffix)
+  except OSError as e:
+    if e.errno in STORAGE_ERRNOS and not isinstance(e, StorageError):
+      raise StorageError(e.errno, os.strerror(e.errno), path) from None
+    raise
   try:
     yield tmp
     _publish(tmp, path)
-  except BaseException:
+  except BaseException as e:
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
+    if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS and not isinstance(
+        e, StorageError):
+      raise StorageError(e.errno, os.strerror(e.errno), path) from None
     raise
 
 

@@ -1,8 +1,19 @@
 """Command-line plumbing shared by the ``experiments/`` entry points.
 
 User errors (a misspelt ``--config.`` field, a value of the wrong type, a missing flag, a
-:class:`ConfigError` from validation) are printed as one ``error: ...`` line and exit with code
-2, never with a traceback; other exceptions are bugs and keep theirs.
+:class:`ConfigError` from validation, a workdir held by another live run, checkpoints none of
+which is intact) are printed as one ``error: ...`` line and exit with code 2, never with a
+traceback. The other exit codes a run can end with, each after one line:
+
+- 3: a NaN or inf in the particles, an expert's output or the diagnostics
+  (:class:`composed_vi.faults.NonFiniteError`: the level, ``t`` and the expert are named; the
+  newest checkpoint is the last good one);
+- 74 (``EX_IOERR``): the file system refused a write (full, over quota, read-only;
+  :class:`composed_vi.io.StorageError`); nothing half-written is left under a final name;
+- 75 (``EX_TEMPFAIL``): preempted by SIGTERM / SIGINT after a checkpoint; rerun to resume
+  (:mod:`composed_vi.lab.preemption`).
+
+Other exceptions are bugs and keep their traceback.
 """
 
 from __future__ import annotations
@@ -15,11 +26,13 @@ from absl import app, flags
 from composed_vi.errors import ConfigError
 
 EXIT_USER_ERROR = 2
+EXIT_NUMERICAL = 3
+EXIT_STORAGE = 74
 
 
-def user_error(message: str) -> None:
+def user_error(message: str, code: int = EXIT_USER_ERROR) -> None:
   print(f"error: {message}", file=sys.stderr)
-  sys.exit(EXIT_USER_ERROR)
+  sys.exit(code)
 
 
 def _clean(e: BaseException) -> str:
@@ -69,9 +82,19 @@ def run(main) -> None:
     handler = logging.get_absl_handler()
     if quiet_libraries not in handler.filters:
       handler.addFilter(quiet_libraries)
+    from composed_vi import faults, io
+    from composed_vi.lab import preemption
+
     try:
       return main(argv)
     except ConfigError as e:
       user_error(str(e))
+    except faults.NonFiniteError as e:
+      user_error(str(e), EXIT_NUMERICAL)
+    except io.StorageError as e:
+      user_error(str(e), EXIT_STORAGE)
+    except preemption.PreemptedError as e:
+      print(str(e), file=sys.stderr)
+      sys.exit(preemption.EXIT_PREEMPTED)
 
   app.run(wrapped, flags_parser=parse_flags)

@@ -5,9 +5,16 @@
 1. validate every field and input file (problem, method options, mesh, workdir) -- a user
    error raises :class:`composed_vi.errors.ConfigError` before any compute or output;
 2. refuse a workdir holding a run of a different config (naming the fields that differ);
-3. write ``config.json``, restore the latest checkpoint or initialise the particles;
+3. take the workdir's lock (:mod:`composed_vi.lab.workdir_lock`: a second launch on a live
+   run's workdir is refused, naming the holder), write ``config.json``, restore the newest
+   intact checkpoint (damaged ones are skipped with a warning,
+   :meth:`~composed_vi.lab.checkpoint.Checkpoints.restore_intact`) or initialise the particles;
 4. run the levels one jitted call at a time (per-level progress with ETA), writing
-   ``diagnostics.jsonl`` and an orbax checkpoint every ``checkpoint_every`` levels;
+   ``diagnostics.jsonl`` and an orbax checkpoint every ``checkpoint_every`` levels; each level
+   checks that the particles and diagnostics are finite (:mod:`composed_vi.faults`: one
+   reduction, fetched with the diagnostics) and stops naming the level, ``t`` and the expert
+   before a bad state is checkpointed; a SIGTERM or SIGINT finishes the level, writes a
+   checkpoint and stops as preempted (:mod:`composed_vi.lab.preemption`, exit code 75);
 5. write ``samples.npz`` (``samples``: ``x0_hat`` at the last level, ``(N, *shape)``) and
    ``summary.json``.
 
@@ -32,9 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from composed_vi import distributed, gmm, io, sampling
+from composed_vi import distributed, faults, gmm, io, sampling
 from composed_vi.errors import ConfigError, check_choice, check_positive_int, fail
-from composed_vi.lab import cli, problems
+from composed_vi.lab import cli, preemption, problems, workdir_lock
 from composed_vi.lab.checkpoint import SamplerCheckpoints
 from composed_vi.samplers import METHODS
 from composed_vi.sampling import build_options
@@ -185,15 +192,16 @@ def run(config, workdir: str) -> dict:
 
   primary = distributed.is_primary()
   os.makedirs(workdir, exist_ok=True)
-  if primary:
-    io.write_json(os.path.join(workdir, "config.json"), resolved)
-  handler = _log_to(os.path.join(workdir, "log.txt")) if primary else None
-  try:
-    return _sample(config, workdir, problem, options, mesh)
-  finally:
-    if handler is not None:
-      logging.get_absl_logger().removeHandler(handler)
-      handler.close()
+  with workdir_lock.hold(workdir):
+    if primary:
+      io.write_json(os.path.join(workdir, "config.json"), resolved)
+    handler = log_to(os.path.join(workdir, "log.txt")) if primary else None
+    try:
+      return _sample(config, workdir, problem, options, mesh)
+    finally:
+      if handler is not None:
+        logging.get_absl_logger().removeHandler(handler)
+        handler.close()
 
 
 def _not_progress(record) -> bool:
@@ -201,8 +209,25 @@ def _not_progress(record) -> bool:
   return not getattr(record, "progress", False)
 
 
-def _log_to(path: str):
-  handler = pylogging.FileHandler(path)
+class _LogFile(pylogging.FileHandler):
+  """The run's ``log.txt``; a write it cannot make (full disk) stops it with one warning on
+  stderr instead of logging's traceback per record."""
+
+  def handleError(self, record):  # noqa: N802 - logging.Handler API
+    del record
+    if not getattr(self, "_failed", False):
+      self._failed = True
+      print(f"warning: stopped writing {self.baseFilename}: {sys.exc_info()[1]}",
+            file=sys.stderr)
+
+  def emit(self, record):
+    if not getattr(self, "_failed", False):
+      super().emit(record)
+
+
+def log_to(path: str):
+  """Adds ``path`` as a log file of the absl logger (libraries' chatter filtered out)."""
+  handler = _LogFile(path)
   handler.setFormatter(pylogging.Formatter("%(asctime)s %(levelname)s %(message)s"))
   handler.addFilter(cli.quiet_libraries)
   logging.get_absl_logger().addHandler(handler)
@@ -216,7 +241,7 @@ def _log_to(path: str):
 
 def _sample(config, workdir, problem, options, mesh) -> dict:
   n = config.num_particles
-  run = sampling.driver(config.method, options, n, mesh)
+  run = sampling.driver(config.method, options, n, mesh, donate=False)
   levels = run.levels
   num_levels = int(levels.shape[0])
   shape = problem.target.shape
@@ -229,28 +254,37 @@ def _sample(config, workdir, problem, options, mesh) -> dict:
   state = run.init(key, target)
   diagnostics: list[dict] = []
   ckpts = SamplerCheckpoints(os.path.join(workdir, "checkpoints"))
+  host_levels = np.asarray(levels)
   try:
-    latest = ckpts.latest_level()
-    if latest is not None:
-      state, diagnostics = ckpts.restore(state, latest)
-      logging.info("resumed from the checkpoint at level %d", latest)
-    level = latest or 0
+    found = ckpts.restore_intact(state)
+    level = 0
+    if found is not None:
+      level, state, diagnostics = found
+      logging.info("resumed from the checkpoint at level %d", level)
     progress = Progress(num_levels, level)
     diag_path = os.path.join(workdir, "diagnostics.jsonl")
     every = config.checkpoint_every
-    while level < num_levels:
-      start = time.perf_counter()
-      state, info = run.step(state, target)
-      info = {k: float(distributed.local_value(v)) for k, v in info._asdict().items()}
-      level += 1
-      record = dict(level=level, seconds=time.perf_counter() - start, **info)
-      diagnostics.append(record)
-      line = progress.update(level, info.get("t", float("nan")))
-      logging.get_absl_logger().info(line, extra={"progress": True})
-      if every and (level % every == 0 or level == num_levels):
-        ckpts.save(level, state, diagnostics)
-        if distributed.is_primary():
-          _write_jsonl(diag_path, diagnostics)
+    with preemption.Watcher(ckpts.manager) as watcher:
+      while level < num_levels:
+        start = time.perf_counter()
+        previous = state  # not donated (donate=False above): faults.blame reads it
+        state, info = run.step(state, target)
+        finite = faults.all_finite(state.particles)
+        info = {k: float(distributed.local_value(v)) for k, v in info._asdict().items()}
+        level += 1
+        _check_finite(bool(finite), info, level, float(host_levels[level - 1]), previous,
+                      target, problem, ckpts)
+        record = dict(level=level, seconds=time.perf_counter() - start, **info)
+        diagnostics.append(record)
+        line = progress.update(level, info.get("t", float("nan")))
+        logging.get_absl_logger().info(line, extra={"progress": True})
+        stop = level < num_levels and watcher.should_stop(level)
+        if stop or (every and (level % every == 0 or level == num_levels)):
+          ckpts.save(level, state, diagnostics)
+          if distributed.is_primary():
+            _write_jsonl(diag_path, diagnostics)
+        if stop:
+          raise preemption.PreemptedError(level, num_levels, workdir)
     if distributed.is_primary():
       _write_jsonl(diag_path, diagnostics)
   finally:
@@ -278,6 +312,24 @@ def _sample(config, workdir, problem, options, mesh) -> dict:
     io.write_json(os.path.join(workdir, "summary.json"), summary)
   logging.info("done: %s", summary)
   return summary
+
+
+def _check_finite(finite: bool, info: dict, level: int, t: float, previous, target, problem,
+                  ckpts) -> None:
+  """Raises :class:`composed_vi.faults.NonFiniteError` for non-finite particles (naming the
+  expert that returns NaN or inf at the level's starting particles) or infinite diagnostics,
+  before the bad state can be checkpointed."""
+  bad = faults.infinite_diagnostics(info)
+  if finite and not bad:
+    return
+  last = ckpts.latest_step()
+  detail = ("no checkpoint was written" if last is None else
+            f"the newest checkpoint (level {last}) is the last good one")
+  if not finite:
+    expert = faults.blame(target, previous.particles, t, problem.expert_names)
+    raise faults.NonFiniteError(level, t, expert, detail=detail)
+  raise faults.NonFiniteError(level, t, where=f"diagnostics ({', '.join(bad)})",
+                              detail=detail)
 
 
 def _write_jsonl(path: str, records: list[dict]) -> None:

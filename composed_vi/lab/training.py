@@ -28,7 +28,7 @@ from absl import logging
 
 from composed_vi import io, paths
 from composed_vi.errors import check_choice, check_positive_float, check_positive_int, fail
-from composed_vi.lab import runner
+from composed_vi.lab import preemption, runner, workdir_lock
 from composed_vi.lab.checkpoint import Checkpoints
 from composed_vi.models.wan_expert import PREDICTIONS
 from composed_vi.world import backbones as tb
@@ -95,10 +95,18 @@ def optimizer(config):
 
 
 def train(config, workdir: str) -> dict:
+  """Trains into ``workdir`` under its lock (:mod:`composed_vi.lab.workdir_lock`), resuming
+  from the newest intact checkpoint; a SIGTERM / SIGINT stops after the current step with a
+  checkpoint (:class:`composed_vi.lab.preemption.PreemptedError`)."""
   spec = validate(config)
   workdir = runner.check_workdir(workdir)
   runner.check_previous_run(workdir, runner.config_dict(config))
   os.makedirs(workdir, exist_ok=True)
+  with workdir_lock.hold(workdir):
+    return _train(config, spec, workdir)
+
+
+def _train(config, spec, workdir: str) -> dict:
   io.write_json(os.path.join(workdir, "config.json"), runner.config_dict(config))
 
   data = render_dataset(config, config.data.num_examples, config.data.seed)
@@ -147,29 +155,36 @@ def train(config, workdir: str) -> dict:
   ckpts = Checkpoints(os.path.join(workdir, "checkpoints"),
                       max_to_keep=config.get("keep_checkpoints", 2))
   losses: list[dict] = []
-  start_step = ckpts.latest_step() or 0
-  if start_step:
-    state, losses = ckpts.restore(dict(params=params, opt=opt_state), start_step)
+  start_step = 0
+  found = ckpts.restore_intact(dict(params=params, opt=opt_state))
+  if found is not None:
+    start_step, state, losses = found
     params, opt_state = state["params"], state["opt"]
     logging.info("resumed training at step %d", start_step)
 
   key = jax.random.key(config.seed)
   t0 = time.perf_counter()
   n = video_all.shape[0]
-  for i in range(start_step, config.num_steps):
-    # The batch indices depend only on (seed, step): resumed runs see the same batches.
-    idx = np.random.default_rng([config.seed, i]).choice(n, config.batch_size, replace=False)
-    params, opt_state, loss = step(params, opt_state, jax.random.fold_in(key, i), idx,
-                                   data_dev)
-    if (i + 1) % config.log_every == 0 or i + 1 == config.num_steps:
-      loss = float(loss)
-      losses.append(dict(step=i + 1, loss=loss, seconds=time.perf_counter() - t0))
-      logging.info("step %d/%d loss %.4f (%.1f s)", i + 1, config.num_steps, loss,
-                   time.perf_counter() - t0)
-    if (i + 1) % config.checkpoint_every == 0 or i + 1 == config.num_steps:
-      ckpts.save(i + 1, dict(params=params, opt=opt_state), losses)
-      io.write_text(os.path.join(workdir, "loss.jsonl"),
-                    "".join(json.dumps(r) + "\n" for r in losses))
+  with preemption.Watcher(ckpts.manager) as watcher:
+    for i in range(start_step, config.num_steps):
+      # The batch indices depend only on (seed, step): resumed runs see the same batches.
+      idx = np.random.default_rng([config.seed, i]).choice(n, config.batch_size,
+                                                           replace=False)
+      params, opt_state, loss = step(params, opt_state, jax.random.fold_in(key, i), idx,
+                                     data_dev)
+      if (i + 1) % config.log_every == 0 or i + 1 == config.num_steps:
+        loss = float(loss)
+        losses.append(dict(step=i + 1, loss=loss, seconds=time.perf_counter() - t0))
+        logging.info("step %d/%d loss %.4f (%.1f s)", i + 1, config.num_steps, loss,
+                     time.perf_counter() - t0)
+      stop = i + 1 < config.num_steps and watcher.should_stop(i + 1)
+      if stop or (i + 1) % config.checkpoint_every == 0 or i + 1 == config.num_steps:
+        ckpts.save(i + 1, dict(params=params, opt=opt_state), losses)
+        io.write_text(os.path.join(workdir, "loss.jsonl"),
+                      "".join(json.dumps(r) + "\n" for r in losses))
+      if stop:
+        ckpts.close()
+        raise preemption.PreemptedError(i + 1, config.num_steps, workdir, what="step")
   ckpts.close()
   plot_losses(os.path.join(workdir, "loss.png"), losses, spec.kind)
   summary = dict(kind=spec.kind, final_loss=losses[-1]["loss"] if losses else None,

@@ -22,6 +22,7 @@ class Problem:
   exact: Any = None  # a GaussianMixture with the exact composed distribution, when known
   decode: Any = None  # optional samples -> videos (written to videos.npz)
   report: Any = None  # optional (samples, workdir) -> metrics: media and pages of the run
+  expert_names: tuple = ()  # the target's experts, in order (named in numerical-fault errors)
 
 
 def load_array(field: str, path: str, kind: str):
