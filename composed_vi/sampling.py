@@ -14,8 +14,9 @@ import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
-from composed_vi import distributed, samplers
+from composed_vi import distributed, faults, samplers
 from composed_vi.composition import ComposedTarget, check_weight, compose
 from composed_vi.errors import check_choice, check_positive_int, fail
 from composed_vi.experts import Expert
@@ -146,7 +147,7 @@ def check_target(target) -> ComposedTarget:
 
 
 def sample(key, target, num_particles: int, method: str = "ctrl_vi", *, context=None,
-           context_weight=1.0, mesh=None, **options):
+           context_weight=1.0, mesh=None, check_finite: bool = False, **options):
   """Samples a population from a composed target.
 
   Args:
@@ -159,6 +160,11 @@ def sample(key, target, num_particles: int, method: str = "ctrl_vi", *, context=
     mesh: optional ``("data", "model")`` mesh (:func:`composed_vi.distributed.make_mesh`):
       particles on ``data``, the latent on ``model``; the same samples as without it, to
       float32 rounding of the sharded reductions.
+    check_finite: raise :class:`composed_vi.faults.NonFiniteError` when the particles, the
+      samples or a diagnostic are not finite, naming the first level where it happened, its
+      ``t`` and the expert that returned NaN or inf there. The check costs one reduction at the
+      end; only a failed check replays the levels one at a time to find the level (the same
+      result, deterministic given ``key``).
     **options: keyword options of the method, see ``composed_vi.samplers.*Options``.
 
   Returns:
@@ -177,7 +183,34 @@ def sample(key, target, num_particles: int, method: str = "ctrl_vi", *, context=
          num_particles)
   target = with_context(target, context, context_weight)
   opts.check_target(target)  # options that read the target are checked before compute
-  run = driver(method, opts, int(num_particles), mesh)
+  run = driver(method, opts, int(num_particles), mesh, donate=False if check_finite else None)
   state = run.init(key, target)
   state, info = run.advance(state, target, int(run.levels.shape[0]))
-  return run.x0(state, target), info
+  samples = run.x0(state, target)
+  if check_finite and not (bool(faults.all_finite((state.particles, samples)))
+                           and not any(bool(jnp.isinf(v).any()) for v in info)):
+    _locate_fault(run, key, target, info)
+  return samples, info
+
+
+def _locate_fault(run, key, target, info):
+  """Replays the levels one at a time to the first non-finite one and raises there."""
+  import numpy as np
+
+  levels = np.asarray(run.levels)
+  infinite = np.zeros(levels.shape[0], bool)
+  for value in info:
+    value = np.asarray(value, np.float64).reshape(levels.shape[0], -1)
+    infinite |= np.isinf(value).any(axis=1)
+  state = run.init(key, target)
+  for k in range(levels.shape[0]):
+    previous = state
+    state, _ = run.step(state, target)
+    if not bool(faults.all_finite(state.particles)):
+      raise faults.NonFiniteError(k + 1, levels[k], faults.blame(target, previous.particles,
+                                                                 levels[k]))
+    if infinite[k]:
+      raise faults.NonFiniteError(k + 1, levels[k], where="diagnostics")
+  raise faults.NonFiniteError(levels.shape[0], levels[-1],
+                              faults.blame(target, state.particles, levels[-1]),
+                              where="samples (x0_hat at the last level)")

@@ -180,7 +180,7 @@ class Checkpoints:
     folders = self._step_folders()
     listed = set(self._manager.all_steps())
     if folders:
-      _quiet_closed_loop_callbacks()
+      quiet_closed_loop_callbacks()
     damaged: dict[int, str] = {}
     found = None
     for step in sorted(set(folders) | listed, reverse=True):
@@ -236,8 +236,9 @@ def _is_closed_loop_callback(exc_type, exc, tb) -> bool:
   return tb is not None and "asyncio" in tb.tb_frame.f_code.co_filename
 
 
-def _quiet_closed_loop_callbacks() -> None:
-  """Drops those late callbacks' tracebacks (and only those), process-wide, once."""
+def quiet_closed_loop_callbacks() -> None:
+  """Drops those late callbacks' tracebacks (and only those), process-wide, once. The same
+  happens when a checkpoint write fails (full disk); the launcher calls this at start."""
   if getattr(sys.excepthook, "_composed_vi", False):
     return
   previous_hook, previous_thread_hook = sys.excepthook, threading.excepthook

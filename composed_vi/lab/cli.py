@@ -74,14 +74,30 @@ def quiet_libraries(record) -> bool:
   return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
 
 
+def no_library_tracebacks(record) -> bool:
+  """Drops orbax's error records that carry a traceback from the terminal (a failed checkpoint
+  write logs one per thread, each with TensorStore's whole spec): the run's own one-line error
+  says what failed; the run's log.txt keeps them."""
+  if not record.exc_info:
+    return True
+  if "orbax" in record.pathname:
+    return False
+  # asyncio's "Task exception was never retrieved" for orbax's cancelled serialisation tasks
+  return not (record.name == "asyncio" and "orbax" in record.getMessage())
+
+
 def run(main) -> None:
   """``app.run(main)`` with :func:`parse_flags`; ConfigError from ``main`` is a user error."""
   def wrapped(argv):
     from absl import logging
 
+    from composed_vi.lab import checkpoint
+
+    checkpoint.quiet_closed_loop_callbacks()
     handler = logging.get_absl_handler()
-    if quiet_libraries not in handler.filters:
-      handler.addFilter(quiet_libraries)
+    for f in (quiet_libraries, no_library_tracebacks):
+      if f not in handler.filters:
+        handler.addFilter(f)
     from composed_vi import faults, io
     from composed_vi.lab import preemption
 

@@ -224,6 +224,18 @@ class _LogFile(pylogging.FileHandler):
     if not getattr(self, "_failed", False):
       super().emit(record)
 
+  def flush(self):
+    try:
+      super().flush()
+    except OSError:
+      self.handleError(None)
+
+  def close(self):
+    try:
+      super().close()
+    except OSError:
+      self.handleError(None)
+
 
 def log_to(path: str):
   """Adds ``path`` as a log file of the absl logger (libraries' chatter filtered out)."""

@@ -75,8 +75,11 @@ def acquire(workdir: str):
               started=datetime.datetime.now().isoformat(timespec="seconds"),
               processes=jax.process_count())
   data = (json.dumps(info) + "\n").encode()
-  os.ftruncate(fd, 0)
-  os.pwrite(fd, data, 0)
+  try:  # naming the holder is a courtesy: a full disk does not stop the lock from holding
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
+  except OSError:
+    pass
   return fd
 
 

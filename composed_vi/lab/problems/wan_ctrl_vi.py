@@ -273,9 +273,10 @@ def build(config, mesh=None) -> Problem:
       decoded[key] = np.asarray(vae.decode_bthwc(vae_params, z))
     return decoded[key]
 
+  names = tuple(bb.name for bb in backbones) + (("context",) if target_parts else ())
   return Problem(target, decode=decode,
                  report=lambda samples, workdir: report(config, inputs, decode, samples,
-                                                        workdir))
+                                                        workdir), expert_names=names)
 
 
 def _region_weight(region_name, weight, region):

@@ -25,8 +25,9 @@ def build(config, mesh=None) -> Problem:
   backbones = demo.load_backbones(config.backbones)
   example = demo.scene_example(config)
   target = demo.build_target(example, backbones, composition)
+  names = (tuple(demo.BACKBONES) + ("context",))[:len(target.experts)]
   return Problem(target, report=lambda samples, workdir: report(config, example, samples,
-                                                                 workdir))
+                                                                 workdir), expert_names=names)
 
 
 def report(config, example: dataset.Example, samples: np.ndarray, workdir: str) -> dict:
