@@ -195,3 +195,21 @@ def test_image_object_weight_gives_later_object_regions_to_the_simulation(exampl
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   with pytest.raises(ConfigError, match="image_object_weight"):
     world_demo.Composition(image_object_weight=-1.0).validate()
+
+
+@pytest.mark.parametrize("kind", ["i2v", "sim2v", "cam2v"])
+def test_shipped_backbones_come_from_train_tiny(kind):
+  """The shipped checkpoint's recorded training config is configs/train_tiny.py's for its kind
+  (all but where it was exported), so that config retrains it."""
+  import os
+
+  from composed_vi.lab import runner
+
+  root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "assets",
+                      "backbones", kind)
+  with open(os.path.join(root, "config.json")) as f:
+    shipped = json.load(f)["train"]
+  expected = runner.config_dict(train_tiny.get_config(kind))
+  for d in (shipped, expected):
+    d.pop("export_dir")
+  assert shipped == expected
