@@ -23,7 +23,9 @@ import sys
 
 from absl import app, flags
 
+from composed_vi import faults, io
 from composed_vi.errors import ConfigError
+from composed_vi.lab import checkpoint, preemption
 
 EXIT_USER_ERROR = 2
 EXIT_NUMERICAL = 3
@@ -91,16 +93,11 @@ def run(main) -> None:
   def wrapped(argv):
     from absl import logging
 
-    from composed_vi.lab import checkpoint
-
     checkpoint.quiet_closed_loop_callbacks()
     handler = logging.get_absl_handler()
     for f in (quiet_libraries, no_library_tracebacks):
       if f not in handler.filters:
         handler.addFilter(f)
-    from composed_vi import faults, io
-    from composed_vi.lab import preemption
-
     try:
       return main(argv)
     except ConfigError as e:
