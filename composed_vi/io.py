@@ -76,8 +76,7 @@ def atomic_path(path: str, suffix: str = ""):
   try:
     tmp = _temporary_next_to(path, suffix)
   except OSError as e:
-    if e.errno in STORAGE_ERRNOS and not isinstance(e, StorageError):
-      raise StorageError(e.errno, os.strerror(e.errno), path) from None
+    _raise_storage_error(e, path)
     raise
   try:
     yield tmp
@@ -85,10 +84,14 @@ def atomic_path(path: str, suffix: str = ""):
   except BaseException as e:
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
-    if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS and not isinstance(
-        e, StorageError):
-      raise StorageError(e.errno, os.strerror(e.errno), path) from None
+    _raise_storage_error(e, path)
     raise
+
+
+def _raise_storage_error(e: BaseException, path: str) -> None:
+  """Raises :class:`StorageError` naming ``path`` when ``e`` is a refused write; else returns."""
+  if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS and not isinstance(e, StorageError):
+    raise StorageError(e.errno, os.strerror(e.errno), path) from None
 
 
 @contextlib.contextmanager

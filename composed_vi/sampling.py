@@ -15,6 +15,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from composed_vi import distributed, faults, samplers
 from composed_vi.composition import ComposedTarget, check_weight, compose
@@ -187,21 +188,19 @@ def sample(key, target, num_particles: int, method: str = "ctrl_vi", *, context=
   state = run.init(key, target)
   state, info = run.advance(state, target, int(run.levels.shape[0]))
   samples = run.x0(state, target)
-  if check_finite and not (bool(faults.all_finite((state.particles, samples)))
-                           and not any(bool(jnp.isinf(v).any()) for v in info)):
-    _locate_fault(run, key, target, info)
+  if check_finite:
+    # Per level: an infinite diagnostic (NaN means "not computed" there).
+    infinite = np.asarray(jnp.stack([jnp.isinf(v.reshape(v.shape[0], -1)).any(axis=1)
+                                     for v in info]).any(axis=0))
+    if infinite.any() or not bool(faults.all_finite((state.particles, samples))):
+      _locate_fault(run, key, target, infinite)
   return samples, info
 
 
-def _locate_fault(run, key, target, info):
-  """Replays the levels one at a time to the first non-finite one and raises there."""
-  import numpy as np
-
+def _locate_fault(run, key, target, infinite):
+  """Replays the levels one at a time to the first non-finite one and raises there;
+  ``infinite``: per level, whether a diagnostic was infinite."""
   levels = np.asarray(run.levels)
-  infinite = np.zeros(levels.shape[0], bool)
-  for value in info:
-    value = np.asarray(value, np.float64).reshape(levels.shape[0], -1)
-    infinite |= np.isinf(value).any(axis=1)
   state = run.init(key, target)
   for k in range(levels.shape[0]):
     previous = state

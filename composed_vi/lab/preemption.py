@@ -67,14 +67,6 @@ class Watcher:
     logging.warning("received %s: stopping after the current level with a checkpoint (send it "
                     "again to stop at once)", signal.Signals(signum).name)
 
-  def request(self, signum: int = signal.SIGTERM) -> None:
-    """As if ``signum`` had arrived (for tests and for callers with their own notices)."""
-    self._received = signum
-
-  @property
-  def received(self) -> int | None:
-    return self._received
-
   def should_stop(self, step: int) -> bool:
     """Whether to stop after ``step``; the same answer on every process."""
     local = self._received is not None
