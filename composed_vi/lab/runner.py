@@ -195,7 +195,11 @@ def run(config, workdir: str) -> dict:
   with workdir_lock.hold(workdir):
     if primary:
       io.write_json(os.path.join(workdir, "config.json"), resolved)
-    handler = log_to(os.path.join(workdir, "log.txt")) if primary else None
+    if primary:
+      handler = log_to(os.path.join(workdir, "log.txt"))
+    else:  # process 0 logs the progress; the others' terminals would repeat it every level
+      handler = None
+      _filter_terminal()
     try:
       return _sample(config, workdir, problem, options, mesh)
     finally:
@@ -243,12 +247,17 @@ def log_to(path: str):
   handler.setFormatter(pylogging.Formatter("%(asctime)s %(levelname)s %(message)s"))
   handler.addFilter(cli.quiet_libraries)
   logging.get_absl_logger().addHandler(handler)
+  _filter_terminal()
+  return handler
+
+
+def _filter_terminal() -> None:
+  """Libraries' chatter and the per-level progress lines kept off the terminal's log."""
   absl_handler = logging.get_absl_handler()
   for f in (cli.quiet_libraries, _not_progress):
     if f not in absl_handler.filters:
       absl_handler.addFilter(f)
   logging.set_verbosity(logging.INFO)
-  return handler
 
 
 def _sample(config, workdir, problem, options, mesh) -> dict:

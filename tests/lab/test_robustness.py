@@ -180,7 +180,8 @@ def _wait_for_level(run, proc, level: int, timeout: float = 120.0) -> None:
   needle = f"level {level}/"
   while time.time() < deadline:
     if proc.poll() is not None:
-      raise AssertionError(f"the run ended early: {proc.stderr.read()[-2000:]}")
+      err = proc.stderr.read() if proc.stderr else open(proc.log.name).read()
+      raise AssertionError(f"the run ended early: {err[-2000:]}")
     try:
       if needle in (run / "log.txt").read_text():
         return
@@ -215,6 +216,75 @@ def test_signal_mid_run_checkpoints_and_resumes_bit_identically(tmp_path, signum
   out = lu.launch(run, *LONG)
   assert out.returncode == 0, out.stderr[-2000:]
   assert f"resumed from the checkpoint at level {level}" in out.stderr
+  np.testing.assert_array_equal(lu.samples(run), lu.samples(full))
+
+
+def _two_processes(workdir, *args):
+  """Both processes of a two-process run (one CPU device each, gloo), started; their stderr
+  goes to files beside the workdir (a pipe nobody reads while the other process is waited
+  for would fill and stall the collective)."""
+  port = lu.free_port()
+  procs = []
+  for i in range(2):
+    log = open(f"{workdir}.process{i}.err", "w")  # noqa: SIM115 - closed in _finish
+    procs.append(subprocess.Popen(
+        lu.command(workdir, *args, "--config.mesh=data:2",
+                   f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                   f"--process_id={i}"),
+        cwd=lu.ROOT, env=lu.env_for(1), stdout=subprocess.DEVNULL, stderr=log))
+    procs[-1].log = log
+  return procs
+
+
+def _finish(procs, timeout: float = 600) -> list[str]:
+  """Waits for both processes (killing them after ``timeout``); their stderr texts."""
+  errs = []
+  try:
+    for p in procs:
+      p.wait(timeout=timeout)
+  finally:
+    for p in procs:
+      p.kill()
+      p.log.close()
+      errs.append(open(p.log.name).read())
+  return errs
+
+
+def test_sigint_on_one_process_of_two_stops_both_at_one_level(tmp_path):
+  """A signal that reaches one process of a multi-process run (here the second, which writes
+  no log) stops every process after the same level, with one checkpoint written together;
+  both exit 75 and the relaunch resumes bit-identically to an uninterrupted two-process run."""
+  args = ("--config.num_levels=1500", "--config.checkpoint_every=0")
+  full = tmp_path / "full"
+  procs = _two_processes(full, *args)
+  for p, err in zip(procs, _finish(procs)):
+    assert p.returncode == 0, err[-2000:]
+
+  run = tmp_path / "run"
+  procs = _two_processes(run, *args)
+  try:
+    _wait_for_level(run, procs[0], 100, timeout=300)
+    procs[1].send_signal(signal.SIGINT)
+  finally:
+    errs = _finish(procs, timeout=300)
+  stops = []
+  for p, err in zip(procs, errs):
+    assert p.returncode == preemption.EXIT_PREEMPTED, err[-2000:]
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("preempted: stopped after level "), last
+    stops.append(int(last.split("level ")[1].split()[0]))
+  assert stops[0] == stops[1] and 100 <= stops[0] < 1500, stops
+  assert os.listdir(run / "checkpoints") == [str(stops[0])]
+  assert not os.path.exists(run / "samples.npz")
+  # Only process 0 prints progress; the other's terminal stays short.
+  assert "level 100/" not in errs[1]
+
+  procs = _two_processes(run, *args)
+  errs = _finish(procs)
+  for p, err in zip(procs, errs):
+    assert p.returncode == 0, err[-2000:]
+  assert f"resumed from the checkpoint at level {stops[0]}" in errs[0]
   np.testing.assert_array_equal(lu.samples(run), lu.samples(full))
 
 
