@@ -219,6 +219,41 @@ def test_signal_mid_run_checkpoints_and_resumes_bit_identically(tmp_path, signum
   np.testing.assert_array_equal(lu.samples(run), lu.samples(full))
 
 
+def test_world_config_sigterm_then_damaged_checkpoint_resumes_bit_identically(tmp_path):
+  """The built-in world's demo (its smoke size, 12 levels) through the same faults: SIGTERM
+  mid-run (exit 75), then the checkpoint it wrote overwritten; the rerun skips it for the
+  newest intact one and its samples equal an uninterrupted run's bit for bit."""
+  config = "configs/world_demo.py:smoke"
+  args = ("--config.num_levels=12", "--config.checkpoint_every=3")
+  full = tmp_path / "full"
+  out = lu.launch(full, *args, config=config)
+  assert out.returncode == 0, out.stderr[-2000:]
+  run = tmp_path / "run"
+  proc = subprocess.Popen(lu.command(run, *args, config=config), cwd=lu.ROOT,
+                          env=lu.env_for(1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
+  try:
+    _wait_for_level(run, proc, 4, timeout=300)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+  finally:
+    proc.kill()
+  assert proc.returncode == preemption.EXIT_PREEMPTED, stderr[-2000:]
+  assert "Traceback" not in stderr
+  level = int(stderr.strip().splitlines()[-1].split("level ")[1].split()[0])
+  assert 4 <= level < 12, level
+  kept = sorted(int(step) for step in os.listdir(run / "checkpoints"))
+  assert kept[-1] == level and kept[-2] == 3 * ((level - 1) // 3), kept
+  _damage(run / "checkpoints" / str(level), "overwritten")
+  out = lu.launch(run, *args, config=config)
+  assert out.returncode == 0, out.stderr[-2000:]
+  _no_traceback(out)
+  assert [f"level {level}" in line for line in out.stderr.splitlines() if "damaged" in line] \
+      == [True]
+  assert f"resumed from the checkpoint at level {kept[-2]}" in out.stderr
+  np.testing.assert_array_equal(lu.samples(run), lu.samples(full))
+
+
 def _two_processes(workdir, *args):
   """Both processes of a two-process run (one CPU device each, gloo), started; their stderr
   goes to files beside the workdir (a pipe nobody reads while the other process is waited
