@@ -22,10 +22,14 @@ def get_config(arg=None):
   c.num_levels = 24
   c.world = common.world()
   c.backbones = common.tiny_backbones("t2v", "i2v", "sim2v", "cam2v")
+  # TinySpec.output_pin settings to measure: i2v and sim2v get a row per setting ("(no pin)":
+  # what the network alone learned).
+  c.output_pin = (True, False)
   if arg == "smoke":
     c.num_scenes = 1
     c.num_levels = 2
     c.backbones = common.tiny_backbones("t2v", "sim2v")
+    c.output_pin = (True,)
   elif arg not in (None, ""):
     raise ValueError(f"config argument: expected '' or 'smoke', got {arg!r}")
   return c

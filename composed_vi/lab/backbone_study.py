@@ -11,6 +11,7 @@ is about 0).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import jax
@@ -42,20 +43,34 @@ def run_config(config, workdir: str) -> dict:
     check_choice("backbones", kind, tb.KINDS)
     if not os.path.isdir(folder):
       fail(f"backbones.{kind}", "a trained tiny backbone folder", folder)
+  pins = config.get("output_pin", (True,))
+  pins = (pins,) if isinstance(pins, bool) else tuple(pins)
+  if not pins or any(not isinstance(p, bool) for p in pins):
+    fail("output_pin", "True, False or a tuple of them", config.get("output_pin"))
   world_config = demo.scene_config(config)
   workdir = runner.check_workdir(workdir)
   table = run(folders, num_scenes=num_scenes, num_particles=num_particles,
-              num_levels=num_levels, seed=config.seed, world_config=world_config)
+              num_levels=num_levels, seed=config.seed, world_config=world_config,
+              output_pin=pins)
   write(workdir, table)
   print(markdown(table))
   return table
 
 
 def run(backbones: dict, num_scenes: int = 8, num_particles: int = 2, num_levels: int = 24,
-        seed: int = 10_000, world_config=None) -> dict:
-  """``{kind: {metric: mean}}`` (and the ground truth's) for ``backbones`` ``{kind: folder}``."""
+        seed: int = 10_000, world_config=None, output_pin=(True,)) -> dict:
+  """``{kind: {metric: mean}}`` (and the ground truth's) for ``backbones`` ``{kind: folder}``.
+
+  ``output_pin``: the settings of :attr:`TinySpec.output_pin` to measure; a backbone that has
+  a pin (i2v, sim2v) gets one row per setting, ``"<kind> (no pin)"`` for False.
+  """
   wcfg = world_config or scene.SceneConfig()
-  loaded = {k: tb.load(path) for k, path in backbones.items()}
+  loaded = {}
+  for k, path in backbones.items():
+    spec, params = tb.load(path)
+    for pin in output_pin:
+      name = k if pin or k not in ("i2v", "sim2v") else f"{k} (no pin)"
+      loaded.setdefault(name, (dataclasses.replace(spec, output_pin=pin), params))
   fns = {k: tb.model_fn(spec) for k, (spec, _) in loaded.items()}
   results = {k: {m: [] for m in METRICS} for k in loaded}
   floor = {m: [] for m in METRICS}

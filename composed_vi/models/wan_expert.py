@@ -77,6 +77,11 @@ class WanExpert(Expert):
   prediction: str = pytree.field(pytree_node=False, default="velocity")
   #: data standard deviation of the "x0_precond" parameterisation.
   sigma_data: float = pytree.field(pytree_node=False, default=0.5)
+  #: an output composite ``x0 = pin_value + (1 - pin) x0_net`` where a control gives the
+  #: pixels exactly (``pin`` ``(F, H, W, 1)`` in [0, 1], ``pin_value`` ``(F, H, W, C)``
+  #: premultiplied; e.g. Wan2.2 TI2V's clean first frame); ``None``: no pin.
+  pin: Any = None
+  pin_value: Any = None
 
   @property
   def shape(self):
@@ -121,11 +126,15 @@ class WanExpert(Expert):
                          lambda: self._forward(self.model_fn, self.params, x, t),
                          lambda: self._forward(low_fn, self.params_low, x, t,
                                                self.guidance_scale_low))
-    if self.prediction == "x0":  # x_t = (1 - t) x0 + t eps  =>  v = eps - x0 = (x_t - x0) / t
-      return (x.astype(jnp.float32) - out) / jnp.maximum(t, 1e-4)
+    x = x.astype(jnp.float32)
     if self.prediction == "x0_precond":
-      return paths.velocity_from_preconditioned(x.astype(jnp.float32), t, out, self.sigma_data)
-    return out
+      out = paths.velocity_from_preconditioned(x, t, out, self.sigma_data)
+    if self.pin is None:
+      # x_t = (1 - t) x0 + t eps  =>  v = eps - x0 = (x_t - x0) / t
+      return (x - out) / jnp.maximum(t, 1e-4) if self.prediction == "x0" else out
+    x0 = out if self.prediction == "x0" else x - t * out
+    x0 = self.pin_value + (1.0 - self.pin) * x0
+    return (x - x0) / jnp.maximum(t, 1e-4)
 
 
 def load_array(field: str, value, ndim: int | None = None) -> np.ndarray | None:
@@ -153,7 +162,7 @@ def make_expert(config, latent_shape, *, params, model_fn, context, negative_con
                 guidance_scale=1.0, params_low=None, model_fn_low=None, boundary=0.0,
                 guidance_scale_low=None, control_camera=None, ref_latents=None,
                 support=None, field: str = "backbone", prediction: str = "velocity",
-                sigma_data: float = 0.5,
+                sigma_data: float = 0.5, pin=None, pin_value=None,
                 ) -> WanExpert:
   """Validates the conditioning against the model's ``WanConfig`` and builds a :class:`WanExpert`.
 
@@ -224,6 +233,18 @@ def make_expert(config, latent_shape, *, params, model_fn, context, negative_con
   if ref is not None and (ref_dim is None or ref.shape != (h, w, ref_dim)):
     fail(f"{field}.ref_latents", f"latents of shape {(h, w, ref_dim)}" if ref_dim else
          "none (no reference conv)", ref.shape)
+  pin = load_array(f"{field}.pin", pin, ndim=4)
+  pin_value = load_array(f"{field}.pin_value", pin_value, ndim=4)
+  if (pin is None) != (pin_value is None):
+    fail(f"{field}.pin_value" if pin_value is None else f"{field}.pin",
+         "pin and pin_value given together", "only one of them")
+  if pin is not None:
+    if pin.shape != (f, h, w, 1):
+      fail(f"{field}.pin", f"shape {(f, h, w, 1)}", pin.shape)
+    if pin_value.shape != shape:
+      fail(f"{field}.pin_value", f"shape {shape} (the latent shape)", pin_value.shape)
+    if pin.min() < 0 or pin.max() > 1:
+      fail(f"{field}.pin", "values in [0, 1]", f"[{pin.min()}, {pin.max()}]")
   if not 0 <= boundary < 1:
     fail(f"{field}.boundary", "a level in [0, 1)", boundary)
   if boundary > 0 and params_low is None:
@@ -241,4 +262,6 @@ def make_expert(config, latent_shape, *, params, model_fn, context, negative_con
       event_shape=shape, guidance_scale=float(guidance_scale), boundary=float(boundary),
       guidance_scale_low=None if guidance_scale_low is None else float(guidance_scale_low),
       prediction=check_choice(f"{field}.prediction", prediction, PREDICTIONS),
-      sigma_data=check_positive_float(f"{field}.sigma_data", sigma_data))
+      sigma_data=check_positive_float(f"{field}.sigma_data", sigma_data),
+      pin=None if pin is None else jnp.asarray(pin),
+      pin_value=None if pin_value is None else jnp.asarray(pin_value))

@@ -1,0 +1,93 @@
+"""The i2v and sim2v backbones' output composite with their exact controls (TinySpec.output_pin)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from composed_vi.errors import ConfigError
+from composed_vi.models import wan_expert
+from composed_vi.sampling import sample
+from composed_vi.world import backbones as tb
+from composed_vi.world import dataset, scene
+
+
+@pytest.fixture(scope="module")
+def examples():
+  return [dataset.to_numpy(dataset.render_example(jax.random.key(s), scene.SceneConfig()))
+          for s in (3, 7, 12)]
+
+
+def _simulated_pixels(ex):
+  """Pixels fully covered by a simulated object that is also what the camera sees there."""
+  alpha = ex.sim_rgba[..., 3] > 0.999
+  ids = np.asarray(ex.object_ids)
+  seen = (ids >= 0) & np.asarray(ex.object_simulated)[np.maximum(ids, 0)]
+  return alpha & seen
+
+
+def test_sim2v_pin_value_is_the_video_on_the_simulated_objects(examples):
+  spec = tb.TinySpec(kind="sim2v", vocab_size=64)
+  checked = 0
+  for ex in examples:
+    pin, value = (np.asarray(a) for a in tb.output_pin(spec, ex))
+    np.testing.assert_array_equal(pin, ex.sim_rgba[..., 3:])
+    where = _simulated_pixels(ex)
+    checked += int(where.sum())
+    # value + (1 - 1) * background: the video itself (the renderer composites the same way)
+    np.testing.assert_allclose(value[where], ex.video[where], atol=1e-5)
+    # off the objects the pin is 0 and the value 0: nothing is imposed
+    empty = ex.sim_rgba[..., 3] == 0
+    assert np.all(value[empty] == 0) and np.all(pin[empty] == 0)
+  assert checked > 500
+
+
+def test_pinned_expert_reproduces_the_control_and_keeps_the_network_elsewhere(examples):
+  ex = examples[0]
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2,) + ex.video.shape), jnp.float32)
+  t = 0.6
+  for kind in ("i2v", "sim2v"):
+    spec = tb.TinySpec(kind=kind, vocab_size=64, dim=24, num_heads=2, num_layers=1, ffn_dim=32)
+    params = tb.init_params(spec, seed=1)
+    pinned = tb.expert(spec, params, ex)
+    free = tb.expert(spec.__class__(**{**spec.__dict__, "output_pin": False}), params, ex)
+    assert free.pin is None and pinned.pin is not None
+    x0_pinned = np.asarray(x - t * pinned.velocity(x, t))
+    x0_free = np.asarray(x - t * free.velocity(x, t))
+    pin, value = (np.asarray(a) for a in tb.output_pin(spec, ex))
+    np.testing.assert_allclose(x0_pinned, value + (1 - pin) * x0_free, atol=2e-5)
+    if kind == "i2v":
+      np.testing.assert_allclose(x0_pinned[:, 0], np.broadcast_to(ex.first_frame, (2,) +
+                                 ex.first_frame.shape), atol=2e-5)
+      np.testing.assert_allclose(x0_pinned[:, 1:], x0_free[:, 1:], atol=2e-5)
+
+
+def test_pinned_i2v_ode_sample_has_the_exact_first_frame(examples):
+  ex = examples[1]
+  spec = tb.TinySpec(kind="i2v", vocab_size=64, dim=24, num_heads=2, num_layers=1, ffn_dim=32)
+  e = tb.expert(spec, tb.init_params(spec, seed=2), ex)
+  x, _ = sample(jax.random.key(0), e, 2, "ode", num_levels=6)
+  x = np.asarray(x)
+  np.testing.assert_allclose(x[:, 0], np.broadcast_to(ex.first_frame, x[:, 0].shape), atol=1e-4)
+  free = tb.expert(spec.__class__(**{**spec.__dict__, "output_pin": False}),
+                   tb.init_params(spec, seed=2), ex)
+  y, _ = sample(jax.random.key(0), free, 2, "ode", num_levels=6)
+  assert np.abs(np.asarray(y)[:, 0] - ex.first_frame).mean() > 0.05  # random weights: far off
+
+
+def test_pin_is_validated_by_field():
+  from composed_vi.models.wan import transformer as wan
+
+  config = wan.WanConfig(patch_size=(1, 2, 2), num_attention_heads=1, attention_head_dim=8,
+                         in_channels=3, out_channels=3, text_dim=4, freq_dim=8, ffn_dim=8,
+                         num_layers=1)
+  kw = dict(params=None, model_fn=None, context=np.zeros((2, 4), np.float32))
+  shape = (2, 4, 4, 3)
+  with pytest.raises(ConfigError, match=r"b\.pin.*\(2, 4, 4, 1\).*\(2, 4, 4, 3\)"):
+    wan_expert.make_expert(config, shape, pin=np.zeros(shape), pin_value=np.zeros(shape),
+                           field="b", **kw)
+  with pytest.raises(ConfigError, match=r"b\.pin.*\[0, 1\]"):
+    wan_expert.make_expert(config, shape, pin=np.full((2, 4, 4, 1), 2.0),
+                           pin_value=np.zeros(shape), field="b", **kw)
+  with pytest.raises(ConfigError, match=r"b\.pin_value.*together"):
+    wan_expert.make_expert(config, shape, pin=np.zeros((2, 4, 4, 1)), field="b", **kw)
