@@ -82,6 +82,11 @@ class WanExpert(Expert):
   #: premultiplied; e.g. Wan2.2 TI2V's clean first frame); ``None``: no pin.
   pin: Any = None
   pin_value: Any = None
+  #: an output warp of frame 0 onto the later frames where a control gives every pixel's
+  #: motion (the tiny world's camera backbone): ``(index, weights, valid)``, frame ``f``'s
+  #: ``x0 = valid sum_k weights_k x0[0].reshape(H W, C)[index_k] + (1 - valid) x0``
+  #: (``index``, ``weights`` ``(F, H, W, K)``, ``valid`` ``(F, H, W, 1)``); ``None``: none.
+  warp: Any = None
 
   @property
   def shape(self):
@@ -129,11 +134,17 @@ class WanExpert(Expert):
     x = x.astype(jnp.float32)
     if self.prediction == "x0_precond":
       out = paths.velocity_from_preconditioned(x, t, out, self.sigma_data)
-    if self.pin is None:
+    if self.pin is None and self.warp is None:
       # x_t = (1 - t) x0 + t eps  =>  v = eps - x0 = (x_t - x0) / t
       return (x - out) / jnp.maximum(t, 1e-4) if self.prediction == "x0" else out
     x0 = out if self.prediction == "x0" else x - t * out
-    x0 = self.pin_value + (1.0 - self.pin) * x0
+    if self.pin is not None:
+      x0 = self.pin_value + (1.0 - self.pin) * x0
+    if self.warp is not None:
+      index, weights, valid = self.warp
+      first = x0[:, 0].reshape(x0.shape[0], -1, x0.shape[-1])
+      warped = jnp.sum(first[:, index] * weights[..., None], axis=-2)
+      x0 = valid * warped + (1.0 - valid) * x0
     return (x - x0) / jnp.maximum(t, 1e-4)
 
 
@@ -162,7 +173,7 @@ def make_expert(config, latent_shape, *, params, model_fn, context, negative_con
                 guidance_scale=1.0, params_low=None, model_fn_low=None, boundary=0.0,
                 guidance_scale_low=None, control_camera=None, ref_latents=None,
                 support=None, field: str = "backbone", prediction: str = "velocity",
-                sigma_data: float = 0.5, pin=None, pin_value=None,
+                sigma_data: float = 0.5, pin=None, pin_value=None, warp=None,
                 ) -> WanExpert:
   """Validates the conditioning against the model's ``WanConfig`` and builds a :class:`WanExpert`.
 
@@ -245,6 +256,21 @@ def make_expert(config, latent_shape, *, params, model_fn, context, negative_con
       fail(f"{field}.pin_value", f"shape {shape} (the latent shape)", pin_value.shape)
     if pin.min() < 0 or pin.max() > 1:
       fail(f"{field}.pin", "values in [0, 1]", f"[{pin.min()}, {pin.max()}]")
+  if warp is not None:
+    if len(warp) != 3:
+      fail(f"{field}.warp", "(index, weights, valid)", f"{len(warp)} arrays")
+    index, weights, valid = (np.asarray(a) for a in warp)
+    k = index.shape[-1] if index.ndim == 4 else None
+    if index.shape != (f, h, w, k) or weights.shape != index.shape:
+      fail(f"{field}.warp", f"index and weights of shape {(f, h, w, 'K')}",
+           f"{index.shape} and {weights.shape}")
+    if valid.shape != (f, h, w, 1):
+      fail(f"{field}.warp", f"valid of shape {(f, h, w, 1)}", valid.shape)
+    if index.min() < 0 or index.max() >= h * w:
+      fail(f"{field}.warp", f"indices into the {h * w} pixels of frame 0",
+           f"[{index.min()}, {index.max()}]")
+    warp = (jnp.asarray(index, jnp.int32), jnp.asarray(weights, jnp.float32),
+            jnp.asarray(valid, jnp.float32))
   if not 0 <= boundary < 1:
     fail(f"{field}.boundary", "a level in [0, 1)", boundary)
   if boundary > 0 and params_low is None:
@@ -264,4 +290,4 @@ def make_expert(config, latent_shape, *, params, model_fn, context, negative_con
       prediction=check_choice(f"{field}.prediction", prediction, PREDICTIONS),
       sigma_data=check_positive_float(f"{field}.sigma_data", sigma_data),
       pin=None if pin is None else jnp.asarray(pin),
-      pin_value=None if pin_value is None else jnp.asarray(pin_value))
+      pin_value=None if pin_value is None else jnp.asarray(pin_value), warp=warp)

@@ -81,10 +81,15 @@ class TinySpec:
   # so that the backbone reproduces its own control: the first frame (i2v, ``a`` = the
   # first-frame mask; Wan2.2 TI2V replaces its first frame's latents the same way) and the
   # simulated objects' pixels (sim2v, ``a`` = their coverage, the alpha of the rendering).
-  # Training fits every pixel with or without it (the network learns the whole video, so the
-  # pin can be switched off to measure what it learned); ignored by t2v and cam2v, whose
-  # controls give no pixels. Measured without it (8 held-out scenes, 2000 steps): i2v
-  # first-frame L1 0.053, sim2v object L1 0.128.
+  # cam2v, whose control gives no pixels but the motion of every pixel of the room: frames
+  # 1.. are its own frame 0 carried along the camera path, ``x0[t] = v warp(x0[0]) + (1 - v)
+  # x0_net[t]``, where ``warp`` samples frame 0 at the point of the (fixed, empty) room each
+  # pixel sees and ``v`` says that point was inside frame 0 (:func:`camera_warp`): what a
+  # render-and-inpaint camera model does with a 3D cache of its own first frame; the network
+  # fills what the first frame did not see. Training fits every pixel with or without it (the
+  # network learns the whole video, so the pin can be switched off to measure what it
+  # learned); t2v has none. Measured without it (8 held-out scenes, 2000 steps): i2v
+  # first-frame L1 0.053, sim2v object L1 0.128, cam2v camera following 0.020.
   output_pin: bool = True
 
   def wan_config(self) -> wan.WanConfig:
@@ -170,6 +175,36 @@ def output_pin(spec: TinySpec, example: dataset.Example):
   return alpha, rgba[..., :3] + 1.0 - alpha
 
 
+def camera_warp(spec: TinySpec, example: dataset.Example):
+  """``(index, weights, valid)`` of the cam2v output warp (:attr:`TinySpec.output_pin`), or
+  ``None`` when the spec has none: frame ``t``'s pixel is the bilinear sample
+  ``sum_k weights[..., k] frame0.reshape(H * W, C)[index[..., k]]`` where ``valid`` is 1
+  (``index``, ``weights``: ``(T, H, W, 4)``; ``valid``: ``(T, H, W, 1)``, 0 on frame 0)."""
+  if not spec.output_pin or spec.kind != "cam2v":
+    return None
+  extr = np.asarray(example.extrinsics, np.float32)
+  height, width = np.asarray(example.video).shape[-3:-1]
+  coords, valid = controls.first_frame_coordinates(
+      jnp.asarray(example.intrinsics, jnp.float32), jnp.asarray(extr), height, width,
+      with_valid=True)
+  # coordinates put pixel centres at k + 0.5: bilinear weights between the centres around
+  pos = np.asarray(coords, np.float32) - 0.5
+  lo = np.floor(pos)
+  frac = pos - lo
+  index, weights = [], []
+  for dv in (0, 1):
+    for du in (0, 1):
+      v = np.clip(lo[..., 0] + dv, 0, height - 1).astype(np.int32)
+      u = np.clip(lo[..., 1] + du, 0, width - 1).astype(np.int32)
+      index.append(v * width + u)
+      weights.append((frac[..., 0] if dv else 1 - frac[..., 0])
+                     * (frac[..., 1] if du else 1 - frac[..., 1]))
+  valid = np.asarray(valid, np.float32)[..., None]
+  valid[0] = 0.0
+  return (np.stack(index, -1).astype(np.int32), np.stack(weights, -1).astype(np.float32),
+          valid)
+
+
 def init_params(spec: TinySpec, seed: int = 0) -> nnx.State:
   config = spec.wan_config()
   model = wan.init_model(config, nnx.Rngs(seed))
@@ -240,4 +275,4 @@ def expert(spec: TinySpec, params, example: dataset.Example, *, guidance_scale: 
       guidance_scale=guidance_scale, support=support, field=f"backbones.{spec.kind}",
       prediction=spec.prediction, sigma_data=spec.sigma_data,
       pin=None if pin is None else np.asarray(pin[0]),
-      pin_value=None if pin is None else np.asarray(pin[1]))
+      pin_value=None if pin is None else np.asarray(pin[1]), warp=camera_warp(spec, example))

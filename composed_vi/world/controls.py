@@ -141,7 +141,8 @@ def plucker_rays(intrinsics, extrinsics, height: int, width: int) -> jax.Array:
   return jax.vmap(one)(extrinsics)
 
 
-def first_frame_coordinates(intrinsics, extrinsics, height: int, width: int) -> jax.Array:
+def first_frame_coordinates(intrinsics, extrinsics, height: int, width: int,
+                            with_valid: bool = False):
   """Where each pixel's point of the EMPTY room was seen in the first frame, ``(T, H, W, 2)``.
 
   The room (floor ``y = FLOOR_Y``, back wall ``z = WALL_Z``) is the same in every scene, so
@@ -150,6 +151,9 @@ def first_frame_coordinates(intrinsics, extrinsics, height: int, width: int) -> 
   ``(v, u)`` (row, column; pixel centres at ``k + 0.5``), so frame 0 and a static camera give
   the pixel grid itself; a ray that meets neither plane, or a point behind the first camera,
   keeps its own pixel's coordinates. ``intrinsics``: ``(3, 3)``; ``extrinsics``: ``(T, 3, 4)``.
+  ``with_valid``: also ``(T, H, W)`` bool, True where the ray met the room in front of the
+  first camera and the point lands inside the first frame (the room is convex seen from
+  inside: nothing of it hides another part of it).
   """
   uv = pixel_coordinates(height, width, pixel_offsets(1))[:, :, 0]
 
@@ -161,10 +165,13 @@ def first_frame_coordinates(intrinsics, extrinsics, height: int, width: int) -> 
     hit = jnp.isfinite(lam)
     points = centre + jnp.where(hit, lam, 0.0)[..., None] * directions
     seen, z = project(intrinsics, extrinsics[0], points)
-    ok = (hit & (z > EPS))[..., None]
-    return jnp.where(ok, seen, uv)[..., ::-1]
+    ok = hit & (z > EPS)
+    inside = ((seen[..., 0] >= 0) & (seen[..., 0] <= width) & (seen[..., 1] >= 0)
+              & (seen[..., 1] <= height))
+    return jnp.where(ok[..., None], seen, uv)[..., ::-1], ok & inside
 
-  return jax.vmap(one)(extrinsics)
+  coords, valid = jax.vmap(one)(extrinsics)
+  return (coords, valid) if with_valid else coords
 
 
 # ----------------------------------------------------------------------------- 3D cache
