@@ -22,7 +22,7 @@ def get_config(arg=None):
   c.num_levels = 24
   c.world = common.world()
   c.backbones = common.tiny_backbones("t2v", "i2v", "sim2v", "cam2v")
-  # TinySpec.output_pin settings to measure: i2v and sim2v get a row per setting ("(no pin)":
+  # TinySpec.output_pin settings to measure: i2v, sim2v and cam2v get a row per setting ("(no pin)":
   # what the network alone learned).
   c.output_pin = (True, False)
   if arg == "smoke":

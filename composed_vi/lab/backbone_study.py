@@ -62,14 +62,14 @@ def run(backbones: dict, num_scenes: int = 8, num_particles: int = 2, num_levels
   """``{kind: {metric: mean}}`` (and the ground truth's) for ``backbones`` ``{kind: folder}``.
 
   ``output_pin``: the settings of :attr:`TinySpec.output_pin` to measure; a backbone that has
-  a pin (i2v, sim2v) gets one row per setting, ``"<kind> (no pin)"`` for False.
+  a pin (i2v, sim2v, cam2v) gets one row per setting, ``"<kind> (no pin)"`` for False.
   """
   wcfg = world_config or scene.SceneConfig()
   loaded = {}
   for k, path in backbones.items():
     spec, params = tb.load(path)
     for pin in output_pin:
-      name = k if pin or k not in ("i2v", "sim2v") else f"{k} (no pin)"
+      name = k if pin or k == "t2v" else f"{k} (no pin)"
       loaded.setdefault(name, (dataclasses.replace(spec, output_pin=pin), params))
   fns = {k: tb.model_fn(spec) for k, (spec, _) in loaded.items()}
   results = {k: {m: [] for m in METRICS} for k in loaded}
