@@ -53,6 +53,9 @@ class Composition:
 
   Attributes:
     camera_weight: weight of the camera backbone on the background (``1 - object region``).
+    camera_band_weight: its weight relative to ``camera_weight`` on the band an unsimulated
+      object may roll in (:func:`composed_vi.world.masks.unsimulated_band`), where the room is
+      not static (the camera backbone carries its frame 0 along the path as if it were).
     sim_weight: weight of the simulation backbone on the (dilated) object region.
     image_object_weight: weight of the image backbone on the object region after frame 0
       (1 elsewhere). The image backbone knows the objects' first-frame places only; at 0 the
@@ -65,6 +68,7 @@ class Composition:
   """
 
   camera_weight: float = 1.0
+  camera_band_weight: float = 1.0
   sim_weight: float = 1.0
   # 1: the held-out cases measured worse at 0 (docs/journal.md, "the object region to
   # the simulation backbone alone"), though the dev split (one simulation) measured better.
@@ -99,7 +103,7 @@ class Composition:
 
   def validate(self) -> "Composition":
     for name in ("context_weight", "sim_weight", "camera_weight", "image_object_weight",
-                 "context_sigma"):
+                 "context_sigma", "camera_band_weight"):
       check_positive_float(name, getattr(self, name), allow_zero=name != "context_sigma")
     check_positive_int("object_dilation", self.object_dilation, minimum=0)
     check_positive_float("guidance_scale", self.guidance_scale)
@@ -147,7 +151,10 @@ def build_target(example: dataset.Example, backbones: dict, composition: Composi
   if composition.image_object_weight != 1.0:
     image = 1.0 - (1.0 - composition.image_object_weight) * region
     image[0] = 1.0  # the first frame is the image backbone's own control
-  weights = [image, composition.camera_weight * (1.0 - region), composition.sim_weight * region]
+  camera = composition.camera_weight * (1.0 - region)
+  if composition.camera_band_weight != 1.0:
+    camera = camera * (1.0 - (1.0 - composition.camera_band_weight) * band)
+  weights = [image, camera, composition.sim_weight * region]
   # The shared static scene only (METHOD.md section 5): the first frame's BACKGROUND lifted
   # to 3D, and not where the objects are now (the simulation backbone's region). The full
   # cache would also pin the objects at their first-frame places against the simulation.

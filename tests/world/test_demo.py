@@ -197,6 +197,30 @@ def test_image_object_weight_gives_later_object_regions_to_the_simulation(exampl
     world_demo.Composition(image_object_weight=-1.0).validate()
 
 
+def test_camera_band_weight_scales_the_camera_backbone_on_the_unsimulated_band():
+  from composed_vi.world import dataset, scene
+  from composed_vi.world import demo as world_demo
+  from composed_vi.world.masks import simulated_region, unsimulated_band
+
+  ex = next(e for e in (dataset.to_numpy(dataset.render_example(jax.random.key(s),
+                                                                scene.SceneConfig()))
+                        for s in range(40)) if unsimulated_band(e).any())
+  backbones = {k: tb.TinySpec(kind=k, vocab_size=64) for k in world_demo.BACKBONES}
+  backbones = {k: (s, tb.init_params(s, seed=0)) for k, s in backbones.items()}
+  default = world_demo.build_target(ex, backbones, world_demo.Composition(camera_weight=2.0))
+  target = world_demo.build_target(
+      ex, backbones, world_demo.Composition(camera_weight=2.0, camera_band_weight=0.25))
+  region = dilate(simulated_region(ex), 1, axes=(1, 2)) > 0
+  band = (unsimulated_band(ex) > 0) & ~region
+  camera, camera0 = (np.asarray(t.weights[1]) for t in (target, default))
+  assert band.any() and np.all(camera[band] == 0.5) and np.all(camera0[band] == 2.0)
+  np.testing.assert_array_equal(camera[~band], camera0[~band])
+  for k in (0, 2, 3):  # image, simulation, context: unchanged
+    np.testing.assert_array_equal(np.asarray(target.weights[k]), np.asarray(default.weights[k]))
+  with pytest.raises(ConfigError, match="camera_band_weight"):
+    world_demo.Composition(camera_band_weight=-1.0).validate()
+
+
 @pytest.mark.parametrize("kind", ["i2v", "sim2v", "cam2v"])
 def test_shipped_backbones_come_from_train_tiny(kind):
   """The shipped checkpoint's recorded training config is configs/train_tiny.py's for its kind
