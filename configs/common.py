@@ -39,9 +39,9 @@ def composition(**overrides) -> ml_collections.ConfigDict:
   were chosen on the evaluation's dev split)."""
   c = ml_collections.ConfigDict(dict(
       camera_weight=1.0,  # the camera backbone, on the background (1 - object region)
-      camera_band_weight=1.0,  # ... times this on the band an unsimulated object may roll in
+      camera_band_weight=0.0,  # ... times this on the band an unsimulated object may roll in
       sim_weight=1.0,  # the simulation backbone, on the dilated object region
-      image_object_weight=1.0,  # the image backbone on the object region after frame 0
+      image_object_weight=0.0,  # the image backbone on the object region after frame 0
       context_weight=6.0,  # the 3D-cache context expert (0: none)
       context_sigma=0.02,  # its sigma_c
       object_dilation=1,  # pixels added around the object region

@@ -68,11 +68,14 @@ class Composition:
   """
 
   camera_weight: float = 1.0
-  camera_band_weight: float = 1.0
+  # 0 (chosen on dev, 2026-12-06, docs/journal.md): the unsimulated object's band is the image
+  # backbone's alone, where the particles differ (diversity there 0.040 -> 0.142).
+  camera_band_weight: float = 0.0
   sim_weight: float = 1.0
-  # 1: the held-out cases measured worse at 0 (docs/journal.md, "the object region to
-  # the simulation backbone alone"), though the dev split (one simulation) measured better.
-  image_object_weight: float = 1.0
+  # 0 since the simulation backbone composites the simulation's rendering (TinySpec.output_pin;
+  # chosen on dev, 2026-12-06: object L1 0.064 at 1, 0.023 at 0): the object region after
+  # frame 0 is the simulation backbone's alone (METHOD.md section 6).
+  image_object_weight: float = 0.0
   # Chosen on the evaluation's dev split (docs/journal.md, "settings chosen on dev"): the 3D cache
   # is about 6x more accurate than the tiny backbones on the background it covers.
   context_weight: float = 6.0
@@ -126,6 +129,22 @@ def load_backbones(folders: dict, kinds=BACKBONES, field: str = "backbones") -> 
   return out
 
 
+def carried_first_frame_objects(example: dataset.Example, spec: tb.TinySpec,
+                                dilation: int = 1):
+  """``(T, H, W, 1)`` in [0, 1]: how much of each pixel the camera backbone's warp
+  (:func:`composed_vi.world.backbones.camera_warp`) takes from an object of the first frame
+  (every object there, dilated by ``dilation`` pixels: the first frame's segmentation, which
+  the simulation's alpha and the unsimulated object's mask give); ``None`` without a warp."""
+  warp = tb.camera_warp(spec, example)
+  if warp is None:
+    return None
+  index, weights, valid = warp
+  objects = dilate(np.asarray(example.object_region[:1], np.float32), dilation,
+                   axes=(1, 2))[0, ..., 0].reshape(-1)
+  carried = np.sum(weights * objects[index], -1, keepdims=True) * valid
+  return np.clip(carried, 0.0, 1.0).astype(np.float32)
+
+
 def build_target(example: dataset.Example, backbones: dict, composition: Composition, fns=None,
                  context: bool = True):
   """The composed target of one world example: image backbone everywhere, camera backbone on
@@ -154,6 +173,13 @@ def build_target(example: dataset.Example, backbones: dict, composition: Composi
   camera = composition.camera_weight * (1.0 - region)
   if composition.camera_band_weight != 1.0:
     camera = camera * (1.0 - (1.0 - composition.camera_band_weight) * band)
+  # The camera backbone carries its frame 0 along the path as if every pixel were the room
+  # (TinySpec.output_pin): not where what it carries is an object of the first frame, which
+  # would stay behind as a static copy (the 3D context lifts the background alone likewise).
+  carried = carried_first_frame_objects(example, backbones["cam2v"][0],
+                                        composition.object_dilation)
+  if carried is not None:
+    camera = camera * (1.0 - carried)
   weights = [image, camera, composition.sim_weight * region]
   # The shared static scene only (METHOD.md section 5): the first frame's BACKGROUND lifted
   # to 3D, and not where the objects are now (the simulation backbone's region). The full

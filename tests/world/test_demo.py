@@ -180,7 +180,8 @@ def test_image_object_weight_gives_later_object_regions_to_the_simulation(exampl
 
   backbones = {k: tb.TinySpec(kind=k, vocab_size=64) for k in world_demo.BACKBONES}
   backbones = {k: (s, tb.init_params(s, seed=0)) for k, s in backbones.items()}
-  default = world_demo.build_target(example, backbones, world_demo.Composition())
+  default = world_demo.build_target(example, backbones,
+                                    world_demo.Composition(image_object_weight=1.0))
   assert np.ndim(default.weights[0]) == 0 and float(default.weights[0]) == 1.0  # unchanged
   composition = world_demo.Composition(image_object_weight=0.25)
   target = world_demo.build_target(example, backbones, composition)
@@ -207,18 +208,44 @@ def test_camera_band_weight_scales_the_camera_backbone_on_the_unsimulated_band()
                         for s in range(40)) if unsimulated_band(e).any())
   backbones = {k: tb.TinySpec(kind=k, vocab_size=64) for k in world_demo.BACKBONES}
   backbones = {k: (s, tb.init_params(s, seed=0)) for k, s in backbones.items()}
-  default = world_demo.build_target(ex, backbones, world_demo.Composition(camera_weight=2.0))
+  default = world_demo.build_target(
+      ex, backbones, world_demo.Composition(camera_weight=2.0, camera_band_weight=1.0))
   target = world_demo.build_target(
       ex, backbones, world_demo.Composition(camera_weight=2.0, camera_band_weight=0.25))
   region = dilate(simulated_region(ex), 1, axes=(1, 2)) > 0
   band = (unsimulated_band(ex) > 0) & ~region
   camera, camera0 = (np.asarray(t.weights[1]) for t in (target, default))
-  assert band.any() and np.all(camera[band] == 0.5) and np.all(camera0[band] == 2.0)
+  # (both also kept off where the warp carries a first-frame object)
+  assert band.any() and np.any(camera0[band] == 2.0)
+  np.testing.assert_allclose(camera[band], 0.25 * camera0[band], rtol=1e-6)
   np.testing.assert_array_equal(camera[~band], camera0[~band])
   for k in (0, 2, 3):  # image, simulation, context: unchanged
     np.testing.assert_array_equal(np.asarray(target.weights[k]), np.asarray(default.weights[k]))
   with pytest.raises(ConfigError, match="camera_band_weight"):
     world_demo.Composition(camera_band_weight=-1.0).validate()
+
+
+def test_camera_backbone_is_kept_off_where_it_would_carry_a_first_frame_object(example):
+  from composed_vi.world import demo as world_demo
+
+  static = example._replace(extrinsics=np.broadcast_to(example.extrinsics[:1],
+                                                       example.extrinsics.shape))
+  spec = tb.TinySpec(kind="cam2v", vocab_size=64, camera_rope=True)
+  carried = world_demo.carried_first_frame_objects(static, spec, 1)
+  objects0 = dilate(static.object_region[:1], 1, axes=(1, 2))[0]
+  assert carried[0].max() == 0  # frame 0 is the network's own
+  # a static camera carries every pixel to itself: the first frame's objects, dilated
+  np.testing.assert_allclose(carried[1:], np.broadcast_to(objects0, carried[1:].shape),
+                             atol=1e-4)
+  assert world_demo.carried_first_frame_objects(
+      static, tb.TinySpec(kind="cam2v", vocab_size=64, output_pin=False), 1) is None
+  backbones = {k: tb.TinySpec(kind=k, vocab_size=64, camera_rope=k == "cam2v")
+               for k in world_demo.BACKBONES}
+  backbones = {k: (s, tb.init_params(s, seed=0)) for k, s in backbones.items()}
+  target = world_demo.build_target(static, backbones, world_demo.Composition())
+  camera = np.broadcast_to(np.asarray(target.weights[1]), static.video.shape[:-1] + (1,))
+  on = carried[1:] > 0.999
+  assert on.any() and np.all(camera[1:][on] == 0)
 
 
 @pytest.mark.parametrize("kind", ["i2v", "sim2v", "cam2v"])
