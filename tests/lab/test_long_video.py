@@ -144,9 +144,8 @@ def test_per_particle_expert_matches_single_conditions(segments, backbones):
   rng = np.random.default_rng(1)
   firsts = rng.uniform(-1, 1, (2,) + seg.first_frame.shape).astype(np.float32)
   inner = tb.expert(spec, params, seg)
-  conds = tb.condition(spec, seg._replace(video=np.zeros((2,) + seg.video.shape),
-                                          first_frame=firsts))
-  expert = lvc.PerParticle(inner, jnp.asarray(conds), "condition")
+  assert inner.pin_value is not None  # the pinned first frame must follow each chain too
+  expert = lvc.per_chain_image_expert(inner, spec, firsts, seg.video.shape)
   x = jnp.asarray(rng.standard_normal((2,) + seg.video.shape), jnp.float32)
   velocity = jax.jit(lambda e, x: e.velocity(x, 0.5))
   v = velocity(expert, x)
@@ -164,7 +163,9 @@ def test_chain_passes_last_frame(truth, segments, backbones, variant):
 
   def fake_sample(key, target):
     i2v = target.experts[world_demo.BACKBONES.index("i2v")]
-    seen.append((np.asarray(i2v.values[:, 0, :, :, :3]), target))
+    condition, pin_value = i2v.values  # both carry each chain's first frame
+    np.testing.assert_array_equal(pin_value[:, 0], condition[:, 0, :, :, :3])
+    seen.append((np.asarray(condition[:, 0, :, :, :3]), target))
     x = np.asarray(jax.random.uniform(key, (n,) + segments[0].video.shape, minval=-1.2,
                                       maxval=1.2))
     made.append(np.clip(x, -1, 1))

@@ -36,11 +36,18 @@ VARIANTS = ("context", "last_frame_only", "context_from_last")
 class PerParticle(Expert):
   """An expert whose field ``field`` differs per particle: particle ``i`` is evaluated with
   ``expert.replace(field=values[i])`` (e.g. the image backbone's first-frame condition when the
-  ``N`` particles are ``N`` chains). ``x`` must hold exactly ``N`` particles, in order."""
+  ``N`` particles are ``N`` chains). ``field`` may be a tuple of names with ``values`` a tuple
+  of arrays, one per name (the condition and the output pin's first frame). ``x`` must hold
+  exactly ``N`` particles, in order."""
 
   expert: Any
-  values: jax.Array
-  field: str = pytree.field(pytree_node=False, default="condition")
+  values: Any
+  field: Any = pytree.field(pytree_node=False, default="condition")
+
+  def _fields(self):
+    if isinstance(self.field, str):
+      return (self.field,), (self.values,)
+    return tuple(self.field), tuple(self.values)
 
   @property
   def shape(self):
@@ -51,18 +58,33 @@ class PerParticle(Expert):
     return self.expert.support
 
   def velocity_and_score(self, x, t):
-    n = self.values.shape[0]
+    names, values = self._fields()
+    n = values[0].shape[0]
     if x.shape[0] != n:
       raise ValueError(f"PerParticle: expected {n} particles (one per value), got {x.shape[0]}")
 
     def one(xi, vi):
-      v, s = self.expert.replace(**{self.field: vi}).velocity_and_score(xi[None], t)
+      v, s = self.expert.replace(**dict(zip(names, vi))).velocity_and_score(xi[None], t)
       return v[0], s[0]
 
-    return jax.vmap(one)(x, self.values)
+    return jax.vmap(one)(x, values)
 
   def velocity(self, x, t):
     return self.velocity_and_score(x, t)[0]
+
+
+def per_chain_image_expert(expert, spec: tb.TinySpec, first_frames, video_shape) -> PerParticle:
+  """The image backbone's expert with chain ``i``'s first frame (``first_frames[i]``) as its
+  condition and, where it has one, as its output pin (:attr:`TinySpec.output_pin`)."""
+  first_frames = np.asarray(first_frames, np.float32)
+  video = np.zeros((first_frames.shape[0],) + tuple(video_shape), np.float32)
+  chains = dataset.Example(*(None,) * len(dataset.Example._fields))._replace(
+      video=video, first_frame=first_frames)
+  conditions = jnp.asarray(tb.condition(spec, chains))
+  pin = tb.output_pin(spec, chains)
+  if pin is None:
+    return PerParticle(expert, conditions, "condition")
+  return PerParticle(expert, (conditions, jnp.asarray(pin[1])), ("condition", "pin_value"))
 
 
 def segment_target(example, first_frames, variant: str, backbones: dict,
@@ -102,11 +124,8 @@ def segment_target(example, first_frames, variant: str, backbones: dict,
       total = sum(weights)
       weights = [w / total for w in weights]
   i2v = world_demo.BACKBONES.index("i2v")
-  spec = backbones["i2v"][0]
-  video = np.zeros((n,) + tuple(example.video.shape), np.float32)
-  conditions = tb.condition(spec, dataset.Example(*(None,) * len(dataset.Example._fields))
-                            ._replace(video=video, first_frame=first_frames))
-  experts[i2v] = PerParticle(experts[i2v], jnp.asarray(conditions), "condition")
+  experts[i2v] = per_chain_image_expert(experts[i2v], backbones["i2v"][0], first_frames,
+                                        tuple(example.video.shape))
   # The context's frame 0 is the first frame (world_demo.build_target): here each chain's own
   # first frame, never the segment's true one.
   means = np.array(contexts if contexts is not None else np.broadcast_to(
