@@ -13,7 +13,11 @@ are these configs' runs, each one's config.json holding the exact training confi
 and summary. i2v starts its condition skip as the copy of the first frame
 (``condition_skip_init='copy'``); sim2v keeps the zero start, measured better on its tracks
 (8 held-out scenes, configs/evaluate_backbones.py: zero start track error 1.45 px and object
-L1 0.128, copy start 1.95 px and 0.102). assets/backbones/t2v is the earlier 48-feature one
+L1 0.128, copy start 1.95 px and 0.102). Those figures are the networks alone: since
+2026-12-06 the backbones sample with their output pins (TinySpec.output_pin: the first frame,
+the simulation's rendering, the camera's warp of frame 0), which training does not read, so
+these configs still reproduce the shipped weights.
+assets/backbones/t2v is the earlier 48-feature one
 (3 heads, 3 layers, 1000 steps of learning rate 2e-3 on 1024 scenes), which the composition
 does not use.
 """

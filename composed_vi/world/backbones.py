@@ -12,7 +12,9 @@ the same rectified-flow path as the engine (``experiments/train.py``):
 | ``cam2v`` | camera path (Pluecker rays) | condition channels (6); with ``camera_rope``
   also the rotary positions (2): where each pixel's empty-room point was seen in frame 0 |
 
-Backbones without text see an all-padding caption. A trained backbone is stored as
+Each of i2v, sim2v and cam2v gives back what its control specifies exactly
+(:attr:`TinySpec.output_pin`, applied to the x0 prediction when sampling; training fits every
+pixel). Backbones without text see an all-padding caption. A trained backbone is stored as
 ``<folder>/config.json`` + ``<folder>/params.npz`` (flat ``a.b.c`` keys), small enough to ship.
 """
 
