@@ -107,7 +107,9 @@ def get_config(arg=None):
   # The steps of annealed Langevin and PoE-SMC (Ctrl-VI's: ctrl_vi.step_size). A dev run with
   # --config.step_grid=0.25,0.5,1,2 runs every tuned method at each value and writes the
   # choice (composed_vi.lab.evaluation.tuning) to steps.json, for these fields.
-  c.step_sizes = ml_collections.ConfigDict(dict(annealed_langevin=0.1, poe_smc=0.1))
+  # Chosen on dev on 2026-12-06 (workdir/dev_steps3, docs/journal.md) from 0.03 / 0.1 / 0.3,
+  # as Ctrl-VI's (0.03, configs/world_demo.py): every method chose 0.03, the grid's smallest.
+  c.step_sizes = ml_collections.ConfigDict(dict(annealed_langevin=0.03, poe_smc=0.03))
   c.step_grid = ""
   # Every sampler that steps along the score (Ctrl-VI, Langevin, PoE-SMC) steps by
   # eta t^2 / W per pixel (samplers.base.step_sizes), as the demo does.
