@@ -167,10 +167,12 @@ def test_sampler_options_of_the_ablations():
   assert ev.sampler_options(METHODS["ctrl_vi"], config)["step_size"] == 0.05
   assert ev.sampler_options(METHODS["ctrl_vi_no_repulsion"], config)["repulsion"] == 0.0
   # Langevin's and PoE-SMC's steps come from config.step_sizes, not from Ctrl-VI's.
-  assert ev.sampler_options(METHODS["langevin"], config)["step_size"] == 0.1
+  langevin = config.step_sizes.annealed_langevin
+  assert langevin != 0.05 and langevin != 0.3
+  assert ev.sampler_options(METHODS["langevin"], config)["step_size"] == langevin
   config.step_sizes.poe_smc = 0.3
   assert ev.sampler_options(METHODS["poe_smc"], config)["step_size"] == 0.3
-  assert ev.sampler_options(METHODS["langevin"], config)["step_size"] == 0.1
+  assert ev.sampler_options(METHODS["langevin"], config)["step_size"] == langevin
   assert "step_size" not in ev.sampler_options(METHODS["average"], config)
   # One preconditioner for every score-following sampler; the ODE has no step.
   for name in ("ctrl_vi", "langevin", "poe_smc", "ctrl_vi_no_annealing"):
