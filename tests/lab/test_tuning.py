@@ -41,8 +41,11 @@ def test_variants_carry_their_step_and_the_shared_options():
       base = methods.sampler_options(known[method], c)
       assert {k2: v for k2, v in opts.items() if k2 != "step_size"} == {
           k2: v for k2, v in base.items() if k2 != "step_size"}
-  assert methods.sampler_options(known["langevin"], c)["step_size"] == 0.1
-  assert methods.sampler_options(known["poe_smc"], c)["step_size"] == 0.1
+  # the base methods keep the config's steps, not a grid value
+  assert methods.sampler_options(known["langevin"], c)["step_size"] == (
+      c.step_sizes.annealed_langevin)
+  assert methods.sampler_options(known["poe_smc"], c)["step_size"] == c.step_sizes.poe_smc
+  assert c.step_sizes.annealed_langevin not in (0.5, 1.0, 2.0)
 
 
 def test_choose_exact_answer_and_tie_break():
