@@ -166,12 +166,9 @@ def output_pin(spec: TinySpec, example: dataset.Example):
   """
   if not spec.output_pin or spec.kind not in ("i2v", "sim2v"):
     return None
-  if spec.kind == "i2v":
-    video = jnp.asarray(example.video, jnp.float32)
-    pin = jnp.zeros(video.shape[:-1] + (1,), jnp.float32).at[..., 0, :, :, :].set(1.0)
-    value = jnp.zeros(video.shape, jnp.float32).at[..., 0, :, :, :].set(
-        jnp.asarray(example.first_frame, jnp.float32))
-    return pin, value
+  if spec.kind == "i2v":  # its condition is the first frame on frame 0 (zeros after) + mask
+    cond = condition(spec, example)
+    return cond[..., 3:], cond[..., :3]
   rgba = jnp.asarray(example.sim_rgba, jnp.float32)
   alpha = rgba[..., 3:]
   return alpha, rgba[..., :3] + 1.0 - alpha

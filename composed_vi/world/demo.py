@@ -129,16 +129,15 @@ def load_backbones(folders: dict, kinds=BACKBONES, field: str = "backbones") -> 
   return out
 
 
-def carried_first_frame_objects(example: dataset.Example, spec: tb.TinySpec,
-                                dilation: int = 1):
-  """``(T, H, W, 1)`` in [0, 1]: how much of each pixel the camera backbone's warp
-  (:func:`composed_vi.world.backbones.camera_warp`) takes from an object of the first frame
-  (every object there, dilated by ``dilation`` pixels: the first frame's segmentation, which
-  the simulation's alpha and the unsimulated object's mask give); ``None`` without a warp."""
-  warp = tb.camera_warp(spec, example)
+def carried_first_frame_objects(example: dataset.Example, warp, dilation: int = 1):
+  """``(T, H, W, 1)`` in [0, 1]: how much of each pixel the camera backbone's warp ``warp``
+  (:func:`composed_vi.world.backbones.camera_warp`, or the expert's ``WanExpert.warp``) takes
+  from an object of the first frame (every object there, dilated by ``dilation`` pixels: the
+  first frame's segmentation, which the simulation's alpha and the unsimulated object's mask
+  give); ``None`` without a warp."""
   if warp is None:
     return None
-  index, weights, valid = warp
+  index, weights, valid = (np.asarray(a) for a in warp)
   objects = dilate(np.asarray(example.object_region[:1], np.float32), dilation,
                    axes=(1, 2))[0, ..., 0].reshape(-1)
   carried = np.sum(weights * objects[index], -1, keepdims=True) * valid
@@ -176,7 +175,7 @@ def build_target(example: dataset.Example, backbones: dict, composition: Composi
   # The camera backbone carries its frame 0 along the path as if every pixel were the room
   # (TinySpec.output_pin): not where what it carries is an object of the first frame, which
   # would stay behind as a static copy (the 3D context lifts the background alone likewise).
-  carried = carried_first_frame_objects(example, backbones["cam2v"][0],
+  carried = carried_first_frame_objects(example, exps[BACKBONES.index("cam2v")].warp,
                                         composition.object_dilation)
   if carried is not None:
     camera = camera * (1.0 - carried)

@@ -231,14 +231,14 @@ def test_camera_backbone_is_kept_off_where_it_would_carry_a_first_frame_object(e
   static = example._replace(extrinsics=np.broadcast_to(example.extrinsics[:1],
                                                        example.extrinsics.shape))
   spec = tb.TinySpec(kind="cam2v", vocab_size=64, camera_rope=True)
-  carried = world_demo.carried_first_frame_objects(static, spec, 1)
+  carried = world_demo.carried_first_frame_objects(static, tb.camera_warp(spec, static), 1)
   objects0 = dilate(static.object_region[:1], 1, axes=(1, 2))[0]
   assert carried[0].max() == 0  # frame 0 is the network's own
   # a static camera carries every pixel to itself: the first frame's objects, dilated
   np.testing.assert_allclose(carried[1:], np.broadcast_to(objects0, carried[1:].shape),
                              atol=1e-4)
-  assert world_demo.carried_first_frame_objects(
-      static, tb.TinySpec(kind="cam2v", vocab_size=64, output_pin=False), 1) is None
+  assert world_demo.carried_first_frame_objects(static, tb.camera_warp(
+      tb.TinySpec(kind="cam2v", vocab_size=64, output_pin=False), static), 1) is None
   backbones = {k: tb.TinySpec(kind=k, vocab_size=64, camera_rope=k == "cam2v")
                for k in world_demo.BACKBONES}
   backbones = {k: (s, tb.init_params(s, seed=0)) for k, s in backbones.items()}

@@ -75,14 +75,19 @@ def test_pinned_i2v_ode_sample_has_the_exact_first_frame(examples):
   assert np.abs(np.asarray(y)[:, 0] - ex.first_frame).mean() > 0.05  # random weights: far off
 
 
-def test_pin_is_validated_by_field():
+def _tiny_expert_inputs():
+  """A 1-layer WanConfig, make_expert's required keywords, and a latent shape ``(2, 4, 4, 3)``."""
   from composed_vi.models.wan import transformer as wan
 
   config = wan.WanConfig(patch_size=(1, 2, 2), num_attention_heads=1, attention_head_dim=8,
                          in_channels=3, out_channels=3, text_dim=4, freq_dim=8, ffn_dim=8,
                          num_layers=1)
-  kw = dict(params=None, model_fn=None, context=np.zeros((2, 4), np.float32))
-  shape = (2, 4, 4, 3)
+  return config, dict(params=None, model_fn=None, context=np.zeros((2, 4), np.float32)), (
+      2, 4, 4, 3)
+
+
+def test_pin_is_validated_by_field():
+  config, kw, shape = _tiny_expert_inputs()
   with pytest.raises(ConfigError, match=r"b\.pin.*\(2, 4, 4, 1\).*\(2, 4, 4, 3\)"):
     wan_expert.make_expert(config, shape, pin=np.zeros(shape), pin_value=np.zeros(shape),
                            field="b", **kw)
@@ -162,13 +167,7 @@ def test_warped_expert_keeps_the_network_where_frame_0_did_not_see(examples):
 
 
 def test_warp_is_validated_by_field():
-  from composed_vi.models.wan import transformer as wan
-
-  config = wan.WanConfig(patch_size=(1, 2, 2), num_attention_heads=1, attention_head_dim=8,
-                         in_channels=3, out_channels=3, text_dim=4, freq_dim=8, ffn_dim=8,
-                         num_layers=1)
-  kw = dict(params=None, model_fn=None, context=np.zeros((2, 4), np.float32))
-  shape = (2, 4, 4, 3)
+  config, kw, shape = _tiny_expert_inputs()
   good = (np.zeros((2, 4, 4, 4), np.int32), np.zeros((2, 4, 4, 4)), np.zeros((2, 4, 4, 1)))
   wan_expert.make_expert(config, shape, warp=good, field="b", **kw)
   with pytest.raises(ConfigError, match=r"b\.warp.*indices into the 16 pixels"):
