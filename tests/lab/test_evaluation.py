@@ -277,6 +277,20 @@ def test_method_settings_tell_which_rows_can_be_reused():
   assert ev.method_settings(METHODS["average"], other) is None
 
 
+def test_a_step_grid_method_is_compared_at_its_own_runs_step():
+  """``ctrl_vi_step1`` of a run with step_grid 0.03,0.1 is step 0.1; of one with 0.03,0.01,
+  step 0.01: not the same settings, although the names and every other field agree."""
+  config = eval_config.get_config("smoke")
+  old = eval_config.get_config("smoke")
+  config.step_grid, old.step_grid = "0.03,0.01", "0.03,0.1"
+  methods = ev.methods_from_config(config)
+  assert ev_run.same_settings(methods["ctrl_vi_step0"], config, old)
+  assert not ev_run.same_settings(methods["ctrl_vi_step1"], config, old)
+  assert not ev_run.same_settings(methods["langevin_step1"], config, old)
+  old.step_grid = "0.03"  # a name the old run does not have
+  assert not ev_run.same_settings(methods["ctrl_vi_step1"], config, old)
+
+
 def test_reuse_from_copies_rows_that_reproduce(tmp_path):
   config = eval_config.get_config("smoke")
   with config.unlocked():

@@ -135,6 +135,18 @@ def _sample_row(sampler, method: Method, case: Case, ci: int, example: dataset.E
   return row
 
 
+def same_settings(method: Method, config, old_config) -> bool:
+  """Whether ``method`` of ``config`` has the same settings (:func:`method_settings`) in the
+  earlier run of ``old_config``, each resolved from its own config: a step-grid method's step
+  comes from its run's ``step_grid``, so one name can mean another step there."""
+  settings = method_settings(method, config)
+  try:
+    old = methods_from_config(old_config).get(method.name)
+  except ConfigError:
+    return False
+  return settings is not None and old is not None and method_settings(old, old_config) == settings
+
+
 def reuse_rows(config, workdir: str, case_list, methods, done, sampler, scene_config,
                gallery, compiled: set):
   """Rows of ``config.reuse_from`` (an earlier evaluation workdir) for the methods whose
@@ -158,8 +170,7 @@ def reuse_rows(config, workdir: str, case_list, methods, done, sampler, scene_co
   index = {c.name: i for i, c in enumerate(case_list)}
   out = []
   for method in methods:
-    settings = method_settings(method, config)
-    if settings is None or method_settings(method, old_config) != settings:
+    if not same_settings(method, config, old_config):
       logging.info("reuse_from: %s has other settings there; not reused", method.name)
       continue
     todo = [c for c in case_list if (c.name, method.name) not in done
