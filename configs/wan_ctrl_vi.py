@@ -9,10 +9,14 @@ path and a simulation video in; one MP4 per particle, a contact sheet and index.
       --config.backbones.vace.root=/ckpt/Wan2.1-VACE-1.3B-diffusers
   python -m experiments.main --config=configs/wan_ctrl_vi.py:smoke ...  (8 levels, 2 particles)
 
-Every ``root`` is a diffusers checkpoint folder as the Wan-AI ``*-Diffusers`` repositories
-ship it (``transformer/`` (and ``transformer_2/`` for Wan2.2 A14B), ``vae/``,
-``text_encoder/``, ``tokenizer/``, and for Wan2.1 I2V ``image_encoder/`` +
-``image_processor/``); nothing is downloaded. Inputs (docs/launcher.md):
+A ``root`` is a diffusers checkpoint folder as the Wan-AI ``*-Diffusers`` repositories ship
+it (``transformer/`` (and ``transformer_2/`` for Wan2.2 A14B), ``vae/``, ``text_encoder/``,
+``tokenizer/``, and for Wan2.1 I2V ``image_encoder/`` + ``image_processor/``), or a bare
+transformer folder (``config.json`` + ``*.safetensors``, diffusers or original Wan names, e.g. a
+VideoX-Fun release) whose encoders come from the diffusers root ``encoders_root``; nothing is
+downloaded. ``kind`` must be what the folder holds: ``t2v``, ``i2v``, ``vace``, ``fun_control``
+or ``control_camera`` (checked from its config before any weight is read). Inputs
+(docs/launcher.md):
 
 * ``image``: the first frame (PNG/JPEG/...), resized to ``height`` x ``width`` (Lanczos).
 * ``camera``: RealEstate10K ``.txt`` or our ``.json`` (composed_vi/lab/camera_file.py), one
@@ -20,11 +24,16 @@ ship it (``transformer/`` (and ``transformer_2/`` for Wan2.2 A14B), ``vae/``,
 * ``depth``: the first frame's camera depth (``.npy`` or 16-bit PNG times ``depth_scale``).
 * ``simulation``: the simulated objects alone, RGBA (a folder of PNG frames or a ``.npy``
   ``(T, H, W, 4)``), ``num_frames`` frames: its alpha is the object region.
+* ``simulation_depth``: the simulated objects' depth, ``.npy`` ``(T, H, W)`` (0 where no object
+  is, times ``depth_scale``), for a ``fun_control`` backbone with ``control='depth'``.
 
 A backbone entry with an empty ``root`` is unused. ``region`` is where it has a say (``all``,
 ``object``: the simulation's alpha dilated by ``object_dilation`` pixels, ``background``: the
 rest), pooled to the latent grid. A VACE backbone's ``control``: ``objects`` (the simulation's
-objects given, the rest generated), ``first_frame`` (frame 0 given) or ``none``.
+objects given, the rest generated), ``first_frame`` (frame 0 given) or ``none``; a
+``fun_control`` backbone's: ``depth`` (``simulation_depth`` as a grey inverse-depth video),
+``simulation`` (the simulated objects on black) or ``none``. A ``control_camera`` backbone
+reads ``camera``.
 """
 
 import ml_collections
@@ -34,12 +43,13 @@ from configs import common
 
 def backbone(**overrides):
   b = ml_collections.ConfigDict(dict(
-      root="",  # diffusers checkpoint root (empty: unused)
+      root="",  # diffusers root or transformer folder (empty: unused)
+      kind="t2v",  # t2v | i2v | vace | fun_control | control_camera: what root holds
       region="all",  # all | object | background
       weight=1.0,
       guidance_scale=5.0,  # CFG with the negative prompt (1: none)
       guidance_scale_low=0.0,  # Wan2.2 A14B's low-noise transformer (0: guidance_scale)
-      control="objects",  # VACE only: objects | first_frame | none
+      control="objects",  # VACE: objects | first_frame | none; fun_control: depth | ...
       control_scale=1.0,  # VACE only
   ))
   b.update(overrides)
@@ -65,6 +75,9 @@ def get_config(arg=None):
   c.depth = ""
   c.depth_scale = 1.0
   c.simulation = ""
+  c.simulation_depth = ""
+  # The tokenizer, UMT5, VAE (and CLIP) of backbones given as bare transformer folders.
+  c.encoders_root = ""
   c.height = 480
   c.width = 832
   c.num_frames = 81
@@ -73,9 +86,9 @@ def get_config(arg=None):
   # The 3D-cache context expert (METHOD.md section 5): weight 0 leaves it out.
   c.context = ml_collections.ConfigDict(dict(weight=6.0, sigma=0.05, supersample=2))
   c.backbones = ml_collections.ConfigDict(dict(
-      i2v=backbone(region="all"),
-      vace=backbone(region="object"),
-      t2v=backbone(region="background"),
+      i2v=backbone(kind="i2v", region="all"),
+      vace=backbone(kind="vace", region="object"),
+      t2v=backbone(kind="t2v", region="background"),
   ))
   # Wan's scheduler shift at 480p (5.0 at 720p); Stein steps where nothing is specified.
   c.sampler = common.sampler(shift=3.0, inner_steps=2, feature_map="target_mask")

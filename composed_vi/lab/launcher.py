@@ -8,7 +8,15 @@ Every entry is ``fn(config, workdir) -> summary``; each validates its config (a 
 from __future__ import annotations
 
 from composed_vi.errors import fail
-from composed_vi.lab import backbone_study, evaluation, exact_study, long_video, runner, training
+from composed_vi.lab import (
+  backbone_study,
+  evaluation,
+  exact_study,
+  long_video,
+  runner,
+  tiny_checkpoints,
+  training,
+)
 from composed_vi.lab.problems import PROBLEMS
 
 
@@ -20,6 +28,10 @@ def _long_video(config, workdir: str):
   result = long_video.run(config, workdir)
   print(long_video.markdown(result))
   return result
+
+
+def _ctrl_vi_paper(config, workdir: str):
+  return runner.run(tiny_checkpoints.prepare(config, workdir), workdir)
 
 
 def _train(config, workdir: str):
@@ -37,6 +49,7 @@ EXPERIMENTS = {
     "long_video": _long_video,
     "train_tiny": _train,
     "evaluate_backbones": backbone_study.run_config,
+    "ctrl_vi_paper": _ctrl_vi_paper,  # wan_ctrl_vi, after writing the tiny variant's assets
 }
 
 

@@ -108,6 +108,9 @@ def test_wan22_roots_and_shared_latent_space(tmp_path):
   config = cfg.get_config("smoke")
   config.backbones.t2v.root = str(tmp_path / "a14b")
   config.backbones.vace.root = str(tmp_path / "t2v")
+  with pytest.raises(ConfigError, match=r"backbones.vace.kind: expected 't2v'"):
+    wan_ctrl_vi._backbones(config)  # a T2V folder in a slot of kind vace
+  config.backbones.vace.kind = "t2v"
   backbones = wan_ctrl_vi._backbones(config)
   by_name = {b.name: b for b in backbones}
   assert by_name["t2v"].low_noise and by_name["t2v"].boundary == 0.875

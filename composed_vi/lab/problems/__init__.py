@@ -10,6 +10,7 @@ PROBLEMS = {
     "gmm_product": gmm_product.build,
     "wan_compose": wan_compose.build,
     "wan_ctrl_vi": wan_ctrl_vi.build,
+    "ctrl_vi_paper": wan_ctrl_vi.build,  # configs/ctrl_vi_paper.py: the paper's backbone set
     "world_demo": world_demo.build,
 }
 

@@ -28,6 +28,32 @@ class CheckpointError(ValueError):
   """A checkpoint folder or file that cannot be read (the message names the file)."""
 
 
+_NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
+
+
+def write_file(path: str, tensors: dict, metadata: dict | None = None) -> None:
+  """Writes ``{name: array}`` as one safetensors file (atomically: the file appears complete
+  or not at all), in name order with 8-byte aligned offsets, as the ``safetensors`` package
+  lays them out; ``metadata`` is a ``{str: str}`` ``__metadata__`` entry."""
+  from composed_vi import io
+
+  header, chunks, offset = {}, [], 0
+  for name in sorted(tensors):
+    a = np.ascontiguousarray(tensors[name])
+    if a.dtype not in _NAMES:
+      raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {a.dtype}")
+    data = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
+    header[name] = {"dtype": _NAMES[a.dtype], "shape": list(a.shape),
+                    "data_offsets": [offset, offset + len(data)]}
+    chunks.append(data)
+    offset += len(data)
+  if metadata:
+    header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+  raw = json.dumps(header, separators=(",", ":")).encode()
+  raw += b" " * (-(8 + len(raw)) % 8)
+  io.write_bytes(path, struct.pack("<Q", len(raw)) + raw + b"".join(chunks))
+
+
 def read_header(path: str) -> dict:
   """The JSON header of a safetensors file (tensor entries only)."""
   with open(path, "rb") as f:
