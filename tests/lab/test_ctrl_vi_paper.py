@@ -185,3 +185,25 @@ def test_fun_control_condition_layouts(tiny_vae):
   np.testing.assert_allclose(cond[0], first, atol=1e-6)
   assert camera.shape == (2, H, W, 24) and np.all(np.isfinite(camera))
   assert fun_control_inputs.condition_channels(z, camera=True) == cond.shape[-1]
+
+
+def test_written_safetensors_read_back_with_the_safetensors_package(tmp_path):
+  import ml_dtypes
+  safetensors_numpy = pytest.importorskip("safetensors.numpy")
+  tensors = {"b.weight": tc.random_tensor("b.weight", (3, 5), 0),
+             "a.norm.weight": tc.random_tensor("a.norm.weight", (5,), 0),
+             "c": np.arange(4, dtype=np.int64), "d": np.ones((2, 2), ml_dtypes.bfloat16)}
+  path = str(tmp_path / "x.safetensors")
+  safetensors_io.write_file(path, tensors, {"format": "pt"})
+  ours = safetensors_io.open_file(path)
+  # numpy has no bfloat16: the package reads the file without it.
+  plain = {k: v for k, v in tensors.items() if k != "d"}
+  safetensors_io.write_file(str(tmp_path / "y.safetensors"), plain)
+  theirs = safetensors_numpy.load_file(str(tmp_path / "y.safetensors"))
+  for k, v in tensors.items():
+    np.testing.assert_array_equal(np.asarray(ours[k], np.float64), np.asarray(v, np.float64))
+  for k, v in plain.items():
+    np.testing.assert_array_equal(theirs[k], v)
+  # The same name and seed give the same tensor; norm scales sit near 1, weights near 0.
+  np.testing.assert_array_equal(tc.random_tensor("b.weight", (3, 5), 0), tensors["b.weight"])
+  assert abs(tensors["a.norm.weight"].mean() - 1) < 0.2 and abs(tensors["b.weight"].mean()) < 0.5
