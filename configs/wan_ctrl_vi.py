@@ -32,7 +32,8 @@ A backbone entry with an empty ``root`` is unused. ``region`` is where it has a 
 rest), pooled to the latent grid. A VACE backbone's ``control``: ``objects`` (the simulation's
 objects given, the rest generated), ``first_frame`` (frame 0 given) or ``none``; a
 ``fun_control`` backbone's: ``depth`` (``simulation_depth`` as a grey inverse-depth video),
-``simulation`` (the simulated objects on black) or ``none``. A ``control_camera`` backbone
+``simulation`` (the simulated objects on black), ``video`` (``control_video``: a Canny, pose
+or other control video of ``num_frames`` frames) or ``none``. A ``control_camera`` backbone
 reads ``camera``.
 """
 
@@ -76,6 +77,7 @@ def get_config(arg=None):
   c.depth_scale = 1.0
   c.simulation = ""
   c.simulation_depth = ""
+  c.control_video = ""  # a Fun-Control backbone's own control video (control='video')
   # The tokenizer, UMT5, VAE (and CLIP) of backbones given as bare transformer folders.
   c.encoders_root = ""
   c.height = 480

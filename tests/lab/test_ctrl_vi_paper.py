@@ -72,6 +72,7 @@ def test_a_second_run_reuses_the_assets_and_resumes(tiny_run, tmp_path):
     ("--config.encoders_root={assets}/vace", "encoders_root"),
     ("--config.backbones.fun_control.control=canny", "backbones.fun_control.control"),
     ("--config.simulation_depth={assets}/inputs/depth.npy", "simulation_depth"),
+    ("--config.backbones.fun_control.control=video", "control_video"),
 ])
 def test_bad_folders_and_kinds_are_refused_by_field(tiny_run, tmp_path, override, field):
   assets = tiny_run / "tiny_assets"
@@ -158,6 +159,14 @@ def test_fun_control_condition_layouts(tiny_vae):
   np.testing.assert_allclose(cond[0, ..., z:], first, atol=1e-6)
   assert np.all(cond[1:, ..., z:] == 0)
   np.testing.assert_allclose(ref, first, atol=1e-6)
+  # The user's own control video (e.g. Canny edges) in the control slot.
+  inputs["control_video"] = np.where(np.random.default_rng(1).random((T, H, W, 1)) < 0.1,
+                                     1.0, -1.0).repeat(3, -1).astype(np.float32)
+  cond, _, _ = wan_ctrl_vi.fun_inputs(config, inputs, vae, params, _Cfg(3 * z, ref=z),
+                                      "fun_control", "video", shape, "backbones.f")
+  np.testing.assert_allclose(
+      cond[..., :z], np.asarray(conditioning.encode(vae, params, inputs["control_video"])),
+      atol=1e-6)
   # Inpainting layout, no control video: zeros, the kept-frame mask, the masked video.
   cond, ref, _ = wan_ctrl_vi.fun_inputs(config, inputs, vae, params, _Cfg(3 * z + 4),
                                         "fun_control", "none", shape, "backbones.f")

@@ -71,7 +71,7 @@ REGIONS = ("all", "object", "background")
 KINDS = ("t2v", "i2v", "vace", "fun_control", "control_camera")
 #: A backbone's ``control`` by kind (the others ignore it).
 CONTROLS = {"vace": ("objects", "first_frame", "none"),
-            "fun_control": ("depth", "simulation", "none")}
+            "fun_control": ("depth", "simulation", "video", "none")}
 #: The VAE fields that define a latent space: backbones composed together must agree on them.
 _LATENT_FIELDS = ("z_dim", "latents_mean", "latents_std", "scale_factor_temporal",
                   "scale_factor_spatial", "patch_size", "temperal_downsample", "dim_mult")
@@ -232,6 +232,14 @@ def _inputs(config, backbones):
   elif any(bb.fields["region"] != "all" for bb in backbones) or "simulation" in controls:
     fail("simulation", "an RGBA simulation video (a backbone's region or a Fun-Control "
          "backbone's control reads it)", "")
+  if config.get("control_video"):
+    video = read.read_video(config.control_video, field="control_video")
+    if video.shape[0] != t:
+      fail("control_video", f"{t} frames (num_frames)", video.shape[0])
+    out["control_video"] = read.to_model_frames(video, h, w)
+  elif "video" in controls:
+    fail("control_video", "a control video (Canny, pose, depth, ...: MP4, GIF, a folder of "
+         "frames or .npy) for a Fun-Control backbone with control 'video'", "")
   if config.get("simulation_depth"):
     out["simulation_depth"] = read_simulation_depth(
         config.simulation_depth, num_frames=t, height=h, width=w, scale=config.depth_scale)
@@ -416,7 +424,8 @@ def fun_inputs(config, inputs, vae, params, cfg, kind, control, shape, field):
 
   * the condition (``fun_control_inputs.fun_control_condition``): the control video's latents
     (``fun_control`` only: the simulation's depth as a grey inverse-depth video, the simulation's
-    objects on black, or zeros for ``none``), then the first frame's latents in latent frame 0,
+    objects on black, the user's ``control_video`` (Canny, pose, ...), or zeros for ``none``),
+    then the first frame's latents in latent frame 0,
     or in the inpainting layout (Wan2.2 Fun, ``in_channels`` with 4 more) the mask keeping
     frame 0 and the latents of ``[first frame, 0, ..., 0]``;
   * the reference conv's input (``add_ref_conv``): the first frame's latents;
@@ -433,6 +442,8 @@ def fun_inputs(config, inputs, vae, params, cfg, kind, control, shape, field):
   if not is_camera and control != "none":
     if control == "depth":
       video = depth_video(inputs["simulation_depth"])
+    elif control == "video":  # the user's own control video (Canny edges, pose, ...)
+      video = inputs["control_video"]
     else:  # the simulated objects alone, on black
       sim = inputs["simulation"]
       video = np.where(sim[..., 3:] > 0.5, sim[..., :3], -1.0).astype(np.float32)
