@@ -22,8 +22,10 @@ or ``control_camera`` (checked from its config before any weight is read). Input
 * ``camera``: RealEstate10K ``.txt`` or our ``.json`` (composed_vi/lab/camera_file.py), one
   pose per frame; used by the 3D-cache context.
 * ``depth``: the first frame's camera depth (``.npy`` or 16-bit PNG times ``depth_scale``).
-* ``simulation``: the simulated objects alone, RGBA (a folder of PNG frames or a ``.npy``
-  ``(T, H, W, 4)``), ``num_frames`` frames: its alpha is the object region.
+* ``simulation``: the simulated objects alone, ``num_frames`` frames: RGBA (a folder of PNG
+  frames or a ``.npy`` ``(T, H, W, 4)``), whose alpha is the object region, or an RGB video
+  (MP4, ...) on a plain background, keyed out: a pixel is an object where it differs from the
+  median border colour by more than ``simulation_key`` (0.1 of the range) in some channel.
 * ``simulation_depth``: the simulated objects' depth, ``.npy`` ``(T, H, W)`` (0 where no object
   is, times ``depth_scale``), for a ``fun_control`` backbone with ``control='depth'``.
 
@@ -76,6 +78,7 @@ def get_config(arg=None):
   c.depth = ""
   c.depth_scale = 1.0
   c.simulation = ""
+  c.simulation_key = 0.1  # an RGB simulation's background key (see above)
   c.simulation_depth = ""
   c.control_video = ""  # a Fun-Control backbone's own control video (control='video')
   # The tokenizer, UMT5, VAE (and CLIP) of backbones given as bare transformer folders.

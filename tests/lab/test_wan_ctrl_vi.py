@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from composed_vi.lab import media
 from composed_vi.lab.media import read
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "models"))
@@ -39,9 +40,12 @@ def case(tmp_path_factory):
     frame = np.zeros((H, W, 4), np.uint8)
     frame[10:18, 4 + 4 * t:12 + 4 * t] = (220, 30, 30, 255)
     Image.fromarray(frame, "RGBA").save(sim / f"{t:03d}.png")
+  # The same simulation as an RGB MP4 on black (no alpha: the background is keyed out).
+  frames = read.read_video(str(sim), alpha=True)
+  media.write_mp4(str(root / "sim.mp4"), frames[..., :3], fps=16, upscale=1)
   args = ["--config.prompt=a red ball rolls on the floor",
           f"--config.image={root}/first.png", f"--config.depth={root}/depth.npy",
-          f"--config.camera={root}/camera.txt", f"--config.simulation={sim}",
+          f"--config.camera={root}/camera.txt", f"--config.simulation={root}/sim.mp4",
           f"--config.height={H}", f"--config.width={W}", f"--config.num_frames={T}",
           "--config.object_dilation=2",
           f"--config.backbones.i2v.root={root}/i2v", "--config.backbones.i2v.guidance_scale=3.0",
@@ -122,3 +126,23 @@ def test_wan22_roots_and_shared_latent_space(tmp_path):
   with pytest.raises(ConfigError, match=r"backbones.vace.root: expected a VAE with the latent "
                      r"space of backbones.t2v"):
     wan_ctrl_vi._backbones(config)
+
+
+def test_an_rgb_simulation_is_keyed_like_its_alpha(case):
+  """The MP4's keyed alpha is the PNG frames' alpha up to a one-pixel ring (compression)."""
+  from composed_vi.lab.problems import wan_ctrl_vi
+  from composed_vi.world.masks import dilate
+  root, _ = case
+  truth = read.read_video(str(root / "sim"), alpha=True)[..., 3] > 127
+  keyed = wan_ctrl_vi.key_alpha(read.read_video(str(root / "sim.mp4"))) > 127
+  assert keyed.shape == truth.shape
+  ring = np.asarray(dilate(truth[..., None].astype(np.float32), 1, axes=(1, 2)))[..., 0] > 0.5
+  outside = np.asarray(dilate((~truth)[..., None].astype(np.float32), 1, axes=(1, 2)))[..., 0]
+  inner = ~(outside > 0.5)
+  assert np.all(keyed[inner]) and not np.any(keyed[~ring])
+  # Exact on uncompressed frames, on any plain background colour.
+  frames = np.full((3, 16, 16, 3), (20, 200, 30), np.uint8)
+  frames[:, 4:9, 5:12] = (200, 20, 20)
+  expected = np.zeros((3, 16, 16), np.uint8)
+  expected[:, 4:9, 5:12] = 255
+  np.testing.assert_array_equal(wan_ctrl_vi.key_alpha(frames), expected)

@@ -228,6 +228,9 @@ def _inputs(config, backbones):
     sim = read.read_video(config.simulation, field="simulation", alpha=True)
     if sim.shape[0] != t:
       fail("simulation", f"{t} frames (num_frames)", sim.shape[0])
+    if sim.shape[-1] == 3 or np.all(sim[..., 3] == 255):  # RGB (an MP4): key the background
+      threshold = check_positive_float("simulation_key", config.get("simulation_key", 0.1))
+      sim = np.concatenate([sim[..., :3], key_alpha(sim[..., :3], threshold)[..., None]], -1)
     out["simulation"] = read.to_model_frames(sim, h, w)
   elif any(bb.fields["region"] != "all" for bb in backbones) or "simulation" in controls:
     fail("simulation", "an RGBA simulation video (a backbone's region or a Fun-Control "
@@ -264,6 +267,18 @@ def _inputs(config, backbones):
     fail("camera", "a camera file (.txt RealEstate10K or .json) for the Control-Camera "
          "backbone", "")
   return out
+
+
+def key_alpha(frames, threshold: float = 0.1) -> np.ndarray:
+  """The alpha of the objects in an RGB simulation video ``uint8 (T, H, W, 3)`` rendered on a
+  plain background (black, white, green, ...; an MP4 has no alpha channel): the background
+  colour is the median of every frame's border pixels, and a pixel is an object (255) where
+  some channel differs from it by more than ``threshold`` (in [0, 1]; 0.1 is 25 grey levels,
+  above an MP4's compression noise), else 0."""
+  x = np.asarray(frames, np.float32) / 255.0
+  border = np.concatenate([x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]], axis=1)
+  background = np.median(border.reshape(-1, 3), axis=0)
+  return np.where(np.abs(x - background).max(-1) > threshold, 255, 0).astype(np.uint8)
 
 
 def read_simulation_depth(path: str, *, num_frames: int, height: int, width: int,
