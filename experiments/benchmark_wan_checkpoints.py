@@ -39,6 +39,18 @@ TRANSFORMERS = [
     ("Wan2.2-I2V-A14B-Diffusers", 2, dict(_14B, in_channels=36)),
     ("Wan2.2-TI2V-5B-Diffusers", 1, dict(_BASE, num_attention_heads=24, ffn_dim=14336,
                                          num_layers=30, in_channels=48, out_channels=48)),
+    # VideoX-Fun releases (original layout; CLIP image branch, tests/models/
+    # test_published_checkpoints.py checks these names and shapes against the published files).
+    ("Wan2.1-Fun-V1.1-1.3B-Control", 1, dict(_13B, in_channels=48, image_dim=1280,
+                                             added_kv_proj_dim=1536, ref_conv_in_dim=16)),
+    ("Wan2.1-Fun-V1.1-14B-Control", 1, dict(_14B, in_channels=48, image_dim=1280,
+                                            added_kv_proj_dim=5120, ref_conv_in_dim=16)),
+    ("Wan2.1-Fun-V1.1-1.3B-Control-Camera", 1, dict(_13B, in_channels=32, image_dim=1280,
+                                                    added_kv_proj_dim=1536,
+                                                    control_adapter_in_dim=24)),
+    ("Wan2.1-Fun-V1.1-14B-Control-Camera", 1, dict(_14B, in_channels=32, image_dim=1280,
+                                                   added_kv_proj_dim=5120,
+                                                   control_adapter_in_dim=24)),
 ]
 ENCODERS = [
     ("UMT5-xxl encoder (text_encoder/, every checkpoint)", umt5.param_shapes(umt5.UMT5Config(
