@@ -14,8 +14,9 @@ it (``transformer/`` (and ``transformer_2/`` for Wan2.2 A14B), ``vae/``, ``text_
 ``tokenizer/``, and for Wan2.1 I2V ``image_encoder/`` + ``image_processor/``), or a bare
 transformer folder (``config.json`` + ``*.safetensors``, diffusers or original Wan names, e.g. a
 VideoX-Fun release) whose encoders come from the diffusers root ``encoders_root``; nothing is
-downloaded. ``kind`` must be what the folder holds: ``t2v``, ``i2v``, ``vace``, ``fun_control``
-or ``control_camera`` (checked from its config before any weight is read). Inputs
+downloaded. ``kind`` is what the folder holds (``auto``, the default here) or, when given,
+must be: ``t2v``, ``i2v``, ``vace``, ``fun_control`` or ``control_camera`` (checked from its
+config before any weight is read). Inputs
 (docs/launcher.md):
 
 * ``image``: the first frame (PNG/JPEG/...), resized to ``height`` x ``width`` (Lanczos).
@@ -47,7 +48,7 @@ from configs import common
 def backbone(**overrides):
   b = ml_collections.ConfigDict(dict(
       root="",  # diffusers root or transformer folder (empty: unused)
-      kind="t2v",  # t2v | i2v | vace | fun_control | control_camera: what root holds
+      kind="auto",  # auto | t2v | i2v | vace | fun_control | control_camera (checked)
       region="all",  # all | object | background
       weight=1.0,
       guidance_scale=5.0,  # CFG with the negative prompt (1: none)
@@ -91,9 +92,9 @@ def get_config(arg=None):
   # The 3D-cache context expert (METHOD.md section 5): weight 0 leaves it out.
   c.context = ml_collections.ConfigDict(dict(weight=6.0, sigma=0.05, supersample=2))
   c.backbones = ml_collections.ConfigDict(dict(
-      i2v=backbone(kind="i2v", region="all"),
-      vace=backbone(kind="vace", region="object"),
-      t2v=backbone(kind="t2v", region="background"),
+      i2v=backbone(region="all"),
+      vace=backbone(region="object"),
+      t2v=backbone(region="background"),
   ))
   # Wan's scheduler shift at 480p (5.0 at 720p); Stein steps where nothing is specified.
   c.sampler = common.sampler(shift=3.0, inner_steps=2, feature_map="target_mask")

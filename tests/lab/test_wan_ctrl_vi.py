@@ -112,13 +112,15 @@ def test_wan22_roots_and_shared_latent_space(tmp_path):
   config = cfg.get_config("smoke")
   config.backbones.t2v.root = str(tmp_path / "a14b")
   config.backbones.vace.root = str(tmp_path / "t2v")
+  config.backbones.vace.kind = "vace"
   with pytest.raises(ConfigError, match=r"backbones.vace.kind: expected 't2v'"):
-    wan_ctrl_vi._backbones(config)  # a T2V folder in a slot of kind vace
-  config.backbones.vace.kind = "t2v"
+    wan_ctrl_vi._backbones(config)  # a T2V folder given as VACE
+  config.backbones.vace.kind = "auto"  # the default: what the folder holds
   backbones = wan_ctrl_vi._backbones(config)
   by_name = {b.name: b for b in backbones}
   assert by_name["t2v"].low_noise and by_name["t2v"].boundary == 0.875
   assert not by_name["vace"].low_noise and by_name["vace"].boundary == 0.0
+  assert by_name["vace"].kind == "t2v" and by_name["t2v"].kind == "t2v"
   vae_config = tmp_path / "t2v" / "vae" / "config.json"
   data = json.loads(vae_config.read_text())
   data["latents_mean"] = [0.0] * 4

@@ -6,10 +6,11 @@ its kind and a region of the video where it has a say (``configs/ctrl_vi_paper.p
 set). A backbone's ``root`` is a diffusers root (``transformer/``, ``vae/``, ``text_encoder/``,
 ``tokenizer/``, ...) or a bare transformer folder (``config.json`` + ``*.safetensors`` in the
 diffusers or the original Wan layout, e.g. a VideoX-Fun release), whose tokenizer, UMT5, VAE and
-CLIP then come from the diffusers root ``encoders_root``. Its ``kind`` must be what the folder
-holds (:func:`detect_kind`): ``t2v``, ``i2v`` (Wan2.1 with CLIP or Wan2.2 A14B), ``vace``,
-``fun_control`` (VideoX-Fun Control: a depth, simulation or no control video) or
-``control_camera`` (VideoX-Fun Control-Camera: the camera file's Pluecker rays).
+CLIP then come from the diffusers root ``encoders_root``. Its ``kind`` is ``auto`` (what the
+folder holds, :func:`detect_kind`) or must be what the folder holds: ``t2v``, ``i2v`` (Wan2.1
+with CLIP or Wan2.2 A14B), ``vace``, ``fun_control`` (VideoX-Fun Control: a depth, simulation,
+user or no control video) or ``control_camera`` (VideoX-Fun Control-Camera: the camera file's
+Pluecker rays).
 :func:`build` does, in order:
 
 1. every check that reads no weights (``_check_inputs``): the roots and their subfolders, the
@@ -153,9 +154,11 @@ def _backbones(config) -> list[_Backbone]:
     root = b["root"]
     if not os.path.isdir(root):
       fail(field, "an existing checkpoint folder (nothing is downloaded)", root)
-    kind = check_choice(f"backbones.{name}.kind", b.get("kind", ""), KINDS)
+    kind = check_choice(f"backbones.{name}.kind", b.get("kind", "auto"), ("auto",) + KINDS)
     folder, is_root, tconf = _transformer_folder(root, field)
     found = detect_kind(tconf)
+    if kind == "auto" and found:
+      kind = found
     if found != kind:
       fail(f"backbones.{name}.kind", f"{found!r} (what {folder} holds: in_channels "
            f"{tconf.get('in_channels')}, out_channels {tconf.get('out_channels')}"
