@@ -39,6 +39,8 @@ import numpy as np
 
 from composed_vi import io
 from composed_vi.errors import check_choice
+from composed_vi.lab import runner
+from composed_vi.lab.media import read
 from composed_vi.models import clip_vision, umt5
 from composed_vi.models.wan import convert_transformer, convert_vae, original_layout
 from composed_vi.models.wan import transformer as wan
@@ -288,9 +290,6 @@ def prepare(config, workdir: str):
   it). Other configs are returned as they are. The sizes are checked before anything is
   written; the other fields after, when the run validates them (give a built ``tiny_dir`` to
   have a bad field refused before anything is written)."""
-  from composed_vi.lab import runner
-  from composed_vi.lab.media import read
-
   if not config.get("tiny", False):
     return config
   h, w = config.height, config.width

@@ -55,6 +55,7 @@ def test_tiny_paper_config_runs_end_to_end(tiny_run):
   assert (assets / "wan22_i2v_a14b" / "transformer_2" / "config.json").exists()
 
 
+@pytest.mark.slow
 def test_a_second_run_reuses_the_assets_and_resumes(tiny_run, tmp_path):
   """Same config, same workdir: the assets are kept (manifest) and the finished run is found."""
   before = os.path.getmtime(tiny_run / "tiny_assets" / "manifest.json")

@@ -17,6 +17,8 @@ import struct
 import ml_dtypes
 import numpy as np
 
+from composed_vi import io
+
 _DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
     "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
@@ -35,8 +37,6 @@ def write_file(path: str, tensors: dict, metadata: dict | None = None) -> None:
   """Writes ``{name: array}`` as one safetensors file (atomically: the file appears complete
   or not at all), in name order with 8-byte aligned offsets, as the ``safetensors`` package
   lays them out; ``metadata`` is a ``{str: str}`` ``__metadata__`` entry."""
-  from composed_vi import io
-
   header, chunks, offset = {}, [], 0
   for name in sorted(tensors):
     a = np.ascontiguousarray(tensors[name])
