@@ -41,8 +41,9 @@ def get_config(arg=None):
   c.batch_size = 16
   c.learning_rate = 1e-3
   c.checkpoint_every = 250
-  # One checkpoint kept (params + AdamW state, 28 MB at these sizes): runs in assets/training are
-  # committed so that a later session resumes them (issue 18).
+  # One checkpoint kept (params + AdamW state, 28 MB at these sizes) so that a stopped run
+  # resumes. The finished runs' folders (assets/training, 78 MB) stay out of git: the shipped
+  # weights are the exports in assets/backbones, which this config reproduces.
   c.keep_checkpoints = 1
   c.log_every = 25
   c.export_dir = f"assets/backbones/{kind}"
