@@ -232,6 +232,16 @@ def videox_fun_folder(folder: str, kind: str = "fun_control", *, seed: int = 0,
   return folder
 
 
+#: The files :func:`inputs` writes, by config field.
+INPUT_FILES = dict(image="first.png", depth="depth.npy", camera="camera.txt",
+                   simulation="simulation", simulation_depth="simulation_depth.npy")
+
+
+def input_paths(folder: str) -> dict:
+  """``{config field: path}`` of the inputs :func:`inputs` writes into ``folder``."""
+  return {k: os.path.join(folder, v) for k, v in INPUT_FILES.items()}
+
+
 def inputs(folder: str, *, height: int, width: int, num_frames: int, seed: int = 0) -> dict:
   """The inputs of a tiny run, drawn here: a first frame (a floor, a wall and a red box), its
   depth, a camera that pans right, and a blue cube falling onto the floor rendered alone (RGBA
@@ -250,10 +260,7 @@ def inputs(folder: str, *, height: int, width: int, num_frames: int, seed: int =
   image[by:by + h // 6, bx:bx + w // 6] = (0.8, 0.15, 0.1)
   rng = np.random.default_rng(seed)
   image = np.clip(image + 0.02 * rng.standard_normal(image.shape), 0, 1)
-  paths = dict(image=os.path.join(folder, "first.png"), depth=os.path.join(folder, "depth.npy"),
-               camera=os.path.join(folder, "camera.txt"),
-               simulation=os.path.join(folder, "simulation"),
-               simulation_depth=os.path.join(folder, "simulation_depth.npy"))
+  paths = input_paths(folder)
   with io.atomic_path(paths["image"], ".png") as tmp:
     Image.fromarray((255 * image).round().astype(np.uint8)).save(tmp)
   with io.atomic_open(paths["depth"], "wb") as f:
@@ -280,8 +287,6 @@ def inputs(folder: str, *, height: int, width: int, num_frames: int, seed: int =
   return paths
 
 
-
-
 def prepare(config, workdir: str):
   """For ``config.tiny`` (``configs/ctrl_vi_paper.py:tiny``): writes the tiny checkpoints and
   inputs into ``config.tiny_dir`` (default ``<workdir>/tiny_assets``; kept and reused when its
@@ -301,9 +306,7 @@ def prepare(config, workdir: str):
   marker = os.path.join(folder, "manifest.json")
   ckpt = {name: os.path.join(folder, name) for name in (
       "wan22_i2v_a14b", "wan21_i2v", "fun_control", "control_camera", "vace")}
-  paths = {k: os.path.join(folder, "inputs", v) for k, v in dict(
-      image="first.png", depth="depth.npy", camera="camera.txt", simulation="simulation",
-      simulation_depth="simulation_depth.npy").items()}
+  paths = input_paths(os.path.join(folder, "inputs"))
   done = False
   if os.path.isfile(marker):
     with open(marker) as f:
@@ -331,5 +334,6 @@ def prepare(config, workdir: str):
   return out
 
 
-__all__ = ("DIFFUSERS_KINDS", "FUN_KINDS", "random_tensor", "torch_shape", "diffusers_root",
-           "videox_fun_config", "videox_fun_folder", "inputs", "prepare")
+__all__ = ("DIFFUSERS_KINDS", "FUN_KINDS", "INPUT_FILES", "random_tensor", "torch_shape",
+           "diffusers_root", "videox_fun_config", "videox_fun_folder", "input_paths", "inputs",
+           "prepare")

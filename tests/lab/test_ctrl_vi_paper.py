@@ -6,6 +6,7 @@ hold is refused by field before anything is written."""
 
 import json
 import os
+import types
 
 import launcher_util as lu
 import numpy as np
@@ -145,8 +146,7 @@ def test_fun_control_condition_layouts(tiny_vae):
   and the inpainting one (Wan2.2-Fun: control, the mask keeping frame 0, the latents of the
   first frame followed by zeros), against the pieces encoded here."""
   vae, params = tiny_vae
-  config = lambda: None  # noqa: E731
-  config.num_frames, config.height, config.width = T, H, W
+  config = types.SimpleNamespace(num_frames=T, height=H, width=W)
   inputs = _inputs(np.random.default_rng(0))
   z = tc.Z_DIM
   shape = (2, H // 8, W // 8, z)

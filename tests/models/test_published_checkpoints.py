@@ -48,13 +48,18 @@ def original_shapes(config: dict) -> dict[str, tuple[int, ...]]:
   return {o: shapes[d] for o, d in original_layout.original_to_diffusers_keys(diff).items()}
 
 
+def keys_and_shapes_md5(shapes: dict) -> str:
+  """DiffSynth-Studio's fingerprint: MD5 of the sorted ``key`` and ``key:d0_d1_...`` strings."""
+  keys = []
+  for key, shape in shapes.items():
+    keys += [f"{key}:{'_'.join(map(str, shape))}", key]
+  return hashlib.md5(",".join(sorted(keys)).encode()).hexdigest()
+
+
 @pytest.mark.parametrize("name", list(PUBLISHED))
 def test_names_and_shapes_match_the_published_checkpoint(name):
   config, published = PUBLISHED[name]
-  keys = []
-  for key, shape in original_shapes(config).items():
-    keys += [f"{key}:{'_'.join(map(str, shape))}", key]
-  assert hashlib.md5(",".join(sorted(keys)).encode()).hexdigest() == published
+  assert keys_and_shapes_md5(original_shapes(config)) == published
 
 
 def test_control_camera_schema_with_dtypes():
@@ -69,7 +74,4 @@ def test_control_camera_schema_with_dtypes():
 def test_a_changed_shape_changes_the_fingerprint():
   """The check can fail: one width off (ffn 8960 -> 8961) no longer matches."""
   config, published = PUBLISHED["Wan2.1-Fun-V1.1-1.3B-Control"]
-  keys = []
-  for key, shape in original_shapes({**config, "ffn_dim": 8961}).items():
-    keys += [f"{key}:{'_'.join(map(str, shape))}", key]
-  assert hashlib.md5(",".join(sorted(keys)).encode()).hexdigest() != published
+  assert keys_and_shapes_md5(original_shapes({**config, "ffn_dim": 8961})) != published

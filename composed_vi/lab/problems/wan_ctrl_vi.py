@@ -453,8 +453,8 @@ def fun_inputs(config, inputs, vae, params, cfg, kind, control, shape, field):
   t, h, w = config.num_frames, config.height, config.width
   z, temporal = cfg.out_dim, vae.config.temporal_ratio
   is_camera = kind == "control_camera"
-  extra = cfg.in_channels - z - (0 if is_camera else z)
-  inpaint = extra == temporal + z
+  inpaint = cfg.in_channels - z == fun_control_inputs.condition_channels(
+      z, camera=is_camera, inpaint=True, temporal=temporal)
   first = np.asarray(conditioning.encode(vae, params, inputs["image"][None]))[0]
   control_latents = None
   if not is_camera and control != "none":
