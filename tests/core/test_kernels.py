@@ -294,6 +294,21 @@ def test_coincident_particles_many(n):
   _check_coincident(n)
 
 
+@pytest.mark.parametrize("n", (2, 3, 16, 46, 47, 64, 129))
+def test_median_of_pairs_is_exact_on_both_paths(n):
+  """Sorting (up to 1024 pairs) and bisection on the bits (beyond) give ``np.median`` of the
+  upper triangle exactly, odd and even pair counts, with ties and zeros."""
+  rng = np.random.default_rng(n)
+  x = rng.standard_normal((n, 3)).astype(np.float32)
+  x[1] = x[0]  # one zero distance
+  sq = np.asarray(kernels.pairwise_sq_dists(jnp.asarray(x)))
+  sq = np.round(sq, 1)  # ties
+  rows, cols = np.triu_indices(n, k=1)
+  expected = np.median(sq[rows, cols].astype(np.float64))
+  assert float(jax.jit(kernels.median_of_pairs)(jnp.asarray(sq))) == pytest.approx(
+      expected, rel=1e-7, abs=0)
+
+
 def test_two_particles_kernel_is_one_half():
   x, g = _inputs(2, (9,), seed=16)
   phi, info = _stein(x, g)
