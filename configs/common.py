@@ -43,6 +43,7 @@ def composition(**overrides) -> ml_collections.ConfigDict:
       sim_weight=1.0,  # the simulation backbone, on the dilated object region
       image_object_weight=0.0,  # the image backbone on the object region after frame 0
       context_weight=6.0,  # the 3D-cache context expert (0: none)
+      band_context_weight=0.0,  # ... on the room seen in an unsimulated object's band
       context_sigma=0.02,  # its sigma_c
       object_dilation=1,  # pixels added around the object region
       guidance_scale=1.0,  # CFG of the text-conditioned backbones

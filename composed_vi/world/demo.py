@@ -61,6 +61,9 @@ class Composition:
       (1 elsewhere). The image backbone knows the objects' first-frame places only; at 0 the
       object region of later frames is the simulation backbone's alone (METHOD.md section 6).
     context_weight: weight of the 3D-cache context expert (0: no context).
+    band_context_weight: the context expert's weight on the band an unsimulated object may
+      roll in, where the first frame's room is seen (0: the context has no say there, which
+      leaves the band to the image backbone alone; the band is never pinned).
     context_sigma: ``sigma_c`` of the context expert.
     object_dilation: pixels added around the object region.
     guidance_scale: classifier-free guidance of the text-conditioned backbones.
@@ -79,6 +82,7 @@ class Composition:
   # Chosen on the evaluation's dev split (docs/journal.md, "settings chosen on dev"): the 3D cache
   # is about 6x more accurate than the tiny backbones on the background it covers.
   context_weight: float = 6.0
+  band_context_weight: float = 0.0
   context_sigma: float = 0.02
   object_dilation: int = 1
   guidance_scale: float = 1.0
@@ -106,7 +110,7 @@ class Composition:
 
   def validate(self) -> "Composition":
     for name in ("context_weight", "sim_weight", "camera_weight", "image_object_weight",
-                 "context_sigma", "camera_band_weight"):
+                 "context_sigma", "camera_band_weight", "band_context_weight"):
       check_positive_float(name, getattr(self, name), allow_zero=name != "context_sigma")
     check_positive_int("object_dilation", self.object_dilation, minimum=0)
     check_positive_float("guidance_scale", self.guidance_scale)
@@ -191,8 +195,15 @@ def build_target(example: dataset.Example, backbones: dict, composition: Composi
   if context and composition.context_weight > 0:
     context = np.array(example.background_context, np.float32)
     context[0] = example.first_frame
-    exps.append(experts.Context(context, composition.context_sigma, visibility=visibility))
-    weights.append(composition.context_weight)
+    support, weight = visibility, composition.context_weight
+    if composition.band_context_weight > 0:  # the room seen in the band, weighed apart
+      seen_band = np.asarray(example.background_visibility, np.float32) * (1.0 - region) * band
+      seen_band[0] = 0.0
+      support = np.maximum(visibility, seen_band)
+      weight = np.where(seen_band > 0, composition.band_context_weight,
+                        composition.context_weight).astype(np.float32)
+    exps.append(experts.Context(context, composition.context_sigma, visibility=support))
+    weights.append(weight)
   # Where no control specifies the video (Ctrl-VI's feature_map='target_mask' keeps the
   # particles apart there): not seen by the 3D context, outside the object region, after
   # frame 0.

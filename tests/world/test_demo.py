@@ -225,6 +225,44 @@ def test_camera_band_weight_scales_the_camera_backbone_on_the_unsimulated_band()
     world_demo.Composition(camera_band_weight=-1.0).validate()
 
 
+def test_band_context_weight_gives_the_context_the_room_seen_in_the_band():
+  from composed_vi.world import dataset, scene
+  from composed_vi.world import demo as world_demo
+  from composed_vi.world.masks import simulated_region, unsimulated_band
+
+  ex = next(e for e in (dataset.to_numpy(dataset.render_example(jax.random.key(s),
+                                                                scene.SceneConfig()))
+                        for s in range(40)) if unsimulated_band(e).any())
+  backbones = {k: tb.TinySpec(kind=k, vocab_size=64) for k in world_demo.BACKBONES}
+  backbones = {k: (s, tb.init_params(s, seed=0)) for k, s in backbones.items()}
+  default = world_demo.build_target(ex, backbones, world_demo.Composition())
+  target = world_demo.build_target(ex, backbones,
+                                   world_demo.Composition(band_context_weight=1.5))
+  shape = ex.video.shape
+  region = dilate(simulated_region(ex), 1, axes=(1, 2)) > 0
+  seen_band = np.broadcast_to((unsimulated_band(ex) > 0) & ~region
+                              & (ex.background_visibility > 0), shape).copy()
+  seen_band[0] = False
+  assert seen_band.any()
+  ctx, ctx0 = target.experts[3], default.experts[3]
+  support = np.broadcast_to(np.asarray(ctx.support), shape)
+  support0 = np.broadcast_to(np.asarray(ctx0.support), shape)
+  assert np.all(support0[seen_band] == 0)  # by default the context has no say in the band
+  np.testing.assert_array_equal(support[seen_band], np.broadcast_to(
+      ex.background_visibility, shape)[seen_band])
+  np.testing.assert_array_equal(support[~seen_band], support0[~seen_band])
+  weight = np.broadcast_to(np.asarray(target.weights[3]), shape)
+  weight0 = np.broadcast_to(np.asarray(default.weights[3]), shape)
+  assert np.all(weight[seen_band] == 1.5 * support[seen_band])
+  np.testing.assert_array_equal(weight[~seen_band], weight0[~seen_band])
+  # The band is never pinned, and the other experts are those of the default composition.
+  np.testing.assert_array_equal(np.asarray(target.pinned_mask), np.asarray(default.pinned_mask))
+  for k in (0, 1, 2):
+    np.testing.assert_array_equal(np.asarray(target.weights[k]), np.asarray(default.weights[k]))
+  with pytest.raises(ConfigError, match="band_context_weight"):
+    world_demo.Composition(band_context_weight=-1.0).validate()
+
+
 def test_camera_backbone_is_kept_off_where_it_would_carry_a_first_frame_object(example):
   from composed_vi.world import demo as world_demo
 
