@@ -44,6 +44,8 @@ def composition(**overrides) -> ml_collections.ConfigDict:
       image_object_weight=0.0,  # the image backbone on the object region after frame 0
       context_weight=6.0,  # the 3D-cache context expert (0: none)
       band_context_weight=0.0,  # ... on the room seen in an unsimulated object's band
+      vacated_sim_weight=0.0,  # the simulation backbone where its objects are not now
+      vacated_image_weight=1.0,  # ... and the image backbone's weight there
       context_sigma=0.02,  # its sigma_c
       object_dilation=1,  # pixels added around the object region
       guidance_scale=1.0,  # CFG of the text-conditioned backbones

@@ -61,6 +61,11 @@ class Composition:
       (1 elsewhere). The image backbone knows the objects' first-frame places only; at 0 the
       object region of later frames is the simulation backbone's alone (METHOD.md section 6).
     context_weight: weight of the 3D-cache context expert (0: no context).
+    vacated_sim_weight: weight of the simulation backbone where a simulated object was or will
+      be but is not now (the region the objects sweep, after frame 0, outside their present
+      region): its control says no object is there, while the image backbone, which knows
+      the objects' first-frame places only, paints them there (0: not used).
+    vacated_image_weight: the image backbone's weight there (with ``vacated_sim_weight > 0``).
     band_context_weight: the context expert's weight on the band an unsimulated object may
       roll in, where the first frame's room is seen (0: the context has no say there, which
       leaves the band to the image backbone alone; the band is never pinned).
@@ -83,6 +88,8 @@ class Composition:
   # is about 6x more accurate than the tiny backbones on the background it covers.
   context_weight: float = 6.0
   band_context_weight: float = 0.0
+  vacated_sim_weight: float = 0.0
+  vacated_image_weight: float = 1.0
   context_sigma: float = 0.02
   object_dilation: int = 1
   guidance_scale: float = 1.0
@@ -110,7 +117,8 @@ class Composition:
 
   def validate(self) -> "Composition":
     for name in ("context_weight", "sim_weight", "camera_weight", "image_object_weight",
-                 "context_sigma", "camera_band_weight", "band_context_weight"):
+                 "context_sigma", "camera_band_weight", "band_context_weight",
+                 "vacated_sim_weight", "vacated_image_weight"):
       check_positive_float(name, getattr(self, name), allow_zero=name != "context_sigma")
     check_positive_int("object_dilation", self.object_dilation, minimum=0)
     check_positive_float("guidance_scale", self.guidance_scale)
@@ -183,7 +191,14 @@ def build_target(example: dataset.Example, backbones: dict, composition: Composi
                                         composition.object_dilation)
   if carried is not None:
     camera = camera * (1.0 - carried)
-  weights = [image, camera, composition.sim_weight * region]
+  sim = composition.sim_weight * region
+  vacated = None
+  if composition.vacated_sim_weight > 0:
+    vacated = np.max(region, axis=0, keepdims=True) * (1.0 - region)
+    vacated[0] = 0.0
+    image = image * (1.0 - (1.0 - composition.vacated_image_weight) * vacated)
+    sim = sim + composition.vacated_sim_weight * vacated
+  weights = [image, camera, sim]
   # The shared static scene only (METHOD.md section 5): the first frame's BACKGROUND lifted
   # to 3D, and not where the objects are now (the simulation backbone's region). The full
   # cache would also pin the objects at their first-frame places against the simulation.
@@ -209,6 +224,8 @@ def build_target(example: dataset.Example, backbones: dict, composition: Composi
   # frame 0.
   free = (1.0 - np.asarray(example.background_visibility, np.float32)) * (1.0 - region)
   free = np.maximum(free, band)
+  if vacated is not None:  # the simulation says no object is there
+    free = free * (1.0 - vacated * (1.0 - band))
   free[0] = 0.0
   try:
     return compose(exps, weights, repulsion_mask=free, normalize=composition.normalize_weights,

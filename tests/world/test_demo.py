@@ -263,6 +263,44 @@ def test_band_context_weight_gives_the_context_the_room_seen_in_the_band():
     world_demo.Composition(band_context_weight=-1.0).validate()
 
 
+def test_vacated_weights_give_the_simulation_where_its_objects_are_not_now():
+  from composed_vi.world import dataset, scene
+  from composed_vi.world import demo as world_demo
+  from composed_vi.world.masks import simulated_region
+
+  def moves(e):
+    sim = simulated_region(e)[..., 0] > 0
+    return bool(np.any(sim[0] & ~sim[-1]))
+
+  example = next(e for e in (dataset.to_numpy(dataset.render_example(
+      jax.random.key(s), scene.SceneConfig())) for s in range(40)) if moves(e))
+  backbones = {k: tb.TinySpec(kind=k, vocab_size=64) for k in world_demo.BACKBONES}
+  backbones = {k: (s, tb.init_params(s, seed=0)) for k, s in backbones.items()}
+  default = world_demo.build_target(example, backbones, world_demo.Composition())
+  target = world_demo.build_target(example, backbones, world_demo.Composition(
+      vacated_sim_weight=0.5, vacated_image_weight=0.25))
+  shape = example.video.shape
+  region = np.broadcast_to(dilate(simulated_region(example), 1, axes=(1, 2)), shape) > 0
+  swept = np.broadcast_to(region.any(axis=0, keepdims=True), shape)
+  vacated = swept & ~region
+  vacated[0] = False
+  assert vacated.any()
+  image, image0 = (np.broadcast_to(np.asarray(t.weights[0]), shape) for t in (target, default))
+  sim, sim0 = (np.broadcast_to(np.asarray(t.weights[2]), shape) for t in (target, default))
+  np.testing.assert_allclose(image[vacated], 0.25 * image0[vacated], rtol=1e-6)
+  np.testing.assert_array_equal(image[~vacated], image0[~vacated])
+  assert np.all(sim[vacated] == 0.5) and np.all(sim0[vacated] == 0.0)
+  np.testing.assert_array_equal(sim[~vacated], sim0[~vacated])
+  # No longer free for the repulsion there (the simulation says no object is there).
+  free = np.broadcast_to(np.asarray(target.repulsion_mask), shape)
+  free0 = np.broadcast_to(np.asarray(default.repulsion_mask), shape)
+  assert np.all(free[vacated] == 0) and np.any(free0[vacated] > 0)
+  np.testing.assert_array_equal(free[~vacated], free0[~vacated])
+  for name in ("vacated_sim_weight", "vacated_image_weight"):
+    with pytest.raises(ConfigError, match=name):
+      world_demo.Composition(**{name: -1.0}).validate()
+
+
 def test_camera_backbone_is_kept_off_where_it_would_carry_a_first_frame_object(example):
   from composed_vi.world import demo as world_demo
 
