@@ -36,6 +36,15 @@ def test_splits_are_factorial_and_disjoint():
   for field in ("background_seed", "camera_seed", "objects_seed"):
     assert not {getattr(c, field) for c in test} & {getattr(c, field) for c in dev}, field
   assert {c.camera_kind for c in test} == set(config.splits.test.cameras)
+  # Every split is disjoint from every other in each of its seeds.
+  names = sorted(config.splits.keys())
+  assert {"dev", "test", "test2", "test3"} <= set(names)
+  per = {n: ev.cases(config.splits[n], n) for n in names}
+  for i, a in enumerate(names):
+    for b in names[i + 1:]:
+      for field in ("background_seed", "camera_seed", "objects_seed"):
+        shared = {getattr(c, field) for c in per[a]} & {getattr(c, field) for c in per[b]}
+        assert not shared, (a, b, field, shared)
 
 
 def test_case_example_is_deterministic_and_has_its_camera_kind():
