@@ -29,6 +29,8 @@ def get_config(arg=None):
       ctrl_vi_noise_step=dict(step_rule="noise"),
       ctrl_vi_no_repulsion=dict(repulsion=0.0),
       ctrl_vi_half_bandwidth=dict(bandwidth_scale=0.5),
+      # The D = 16 lead of 2026-12-07 (docs/journal.md): a wider kernel sees more neighbours.
+      ctrl_vi_double_bandwidth=dict(bandwidth_scale=2.0),
   ))
   # Options shared by every run (None keeps each method's documented default).
   c.num_levels = ml_collections.FieldReference(None, field_type=int)
