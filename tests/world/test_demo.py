@@ -198,16 +198,28 @@ def test_image_object_weight_gives_later_object_regions_to_the_simulation(exampl
     world_demo.Composition(image_object_weight=-1.0).validate()
 
 
-def test_camera_band_weight_scales_the_camera_backbone_on_the_unsimulated_band():
+def _first_scene(predicate):
+  """The first of the scenes of seeds 0..39 (numpy arrays) for which ``predicate`` holds."""
   from composed_vi.world import dataset, scene
+
+  return next(e for e in (dataset.to_numpy(dataset.render_example(jax.random.key(s),
+                                                                  scene.SceneConfig()))
+                          for s in range(40)) if predicate(e))
+
+
+def _random_backbones():
+  from composed_vi.world import demo as world_demo
+
+  specs = {k: tb.TinySpec(kind=k, vocab_size=64) for k in world_demo.BACKBONES}
+  return {k: (s, tb.init_params(s, seed=0)) for k, s in specs.items()}
+
+
+def test_camera_band_weight_scales_the_camera_backbone_on_the_unsimulated_band():
   from composed_vi.world import demo as world_demo
   from composed_vi.world.masks import simulated_region, unsimulated_band
 
-  ex = next(e for e in (dataset.to_numpy(dataset.render_example(jax.random.key(s),
-                                                                scene.SceneConfig()))
-                        for s in range(40)) if unsimulated_band(e).any())
-  backbones = {k: tb.TinySpec(kind=k, vocab_size=64) for k in world_demo.BACKBONES}
-  backbones = {k: (s, tb.init_params(s, seed=0)) for k, s in backbones.items()}
+  ex = _first_scene(lambda e: unsimulated_band(e).any())
+  backbones = _random_backbones()
   default = world_demo.build_target(
       ex, backbones, world_demo.Composition(camera_weight=2.0, camera_band_weight=1.0))
   target = world_demo.build_target(
@@ -226,15 +238,11 @@ def test_camera_band_weight_scales_the_camera_backbone_on_the_unsimulated_band()
 
 
 def test_band_context_weight_gives_the_context_the_room_seen_in_the_band():
-  from composed_vi.world import dataset, scene
   from composed_vi.world import demo as world_demo
   from composed_vi.world.masks import simulated_region, unsimulated_band
 
-  ex = next(e for e in (dataset.to_numpy(dataset.render_example(jax.random.key(s),
-                                                                scene.SceneConfig()))
-                        for s in range(40)) if unsimulated_band(e).any())
-  backbones = {k: tb.TinySpec(kind=k, vocab_size=64) for k in world_demo.BACKBONES}
-  backbones = {k: (s, tb.init_params(s, seed=0)) for k, s in backbones.items()}
+  ex = _first_scene(lambda e: unsimulated_band(e).any())
+  backbones = _random_backbones()
   default = world_demo.build_target(ex, backbones, world_demo.Composition())
   target = world_demo.build_target(ex, backbones,
                                    world_demo.Composition(band_context_weight=1.5))
@@ -264,7 +272,6 @@ def test_band_context_weight_gives_the_context_the_room_seen_in_the_band():
 
 
 def test_vacated_weights_give_the_simulation_where_its_objects_are_not_now():
-  from composed_vi.world import dataset, scene
   from composed_vi.world import demo as world_demo
   from composed_vi.world.masks import simulated_region
 
@@ -272,10 +279,8 @@ def test_vacated_weights_give_the_simulation_where_its_objects_are_not_now():
     sim = simulated_region(e)[..., 0] > 0
     return bool(np.any(sim[0] & ~sim[-1]))
 
-  example = next(e for e in (dataset.to_numpy(dataset.render_example(
-      jax.random.key(s), scene.SceneConfig())) for s in range(40)) if moves(e))
-  backbones = {k: tb.TinySpec(kind=k, vocab_size=64) for k in world_demo.BACKBONES}
-  backbones = {k: (s, tb.init_params(s, seed=0)) for k, s in backbones.items()}
+  example = _first_scene(moves)
+  backbones = _random_backbones()
   default = world_demo.build_target(example, backbones, world_demo.Composition())
   target = world_demo.build_target(example, backbones, world_demo.Composition(
       vacated_sim_weight=0.5, vacated_image_weight=0.25))
