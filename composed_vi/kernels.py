@@ -265,7 +265,10 @@ def _one_product_direction(xf, g, *, bandwidth, bandwidth_scale, drive, repulsio
   their row norms; unused, XLA drops them.
   """
   gram = _gram(xf, axis_name)
-  finish = functools.partial(_finish_one_product, xf, g, bandwidth=bandwidth,
+  # The scores' Gram matrix (the kernel drive's norm) outside the branches: sharded, its psum
+  # is then combined with the particles' into one N x N all-reduce; unused, XLA drops it.
+  gram_g = _gram(g, axis_name) if drive == "kernel" else None
+  finish = functools.partial(_finish_one_product, xf, g, gram_g=gram_g, bandwidth=bandwidth,
                              bandwidth_scale=bandwidth_scale, drive=drive, repulsion=repulsion,
                              axis_name=axis_name)
   # Each branch runs the whole remainder, so the common case (no large offset) subtracts no
@@ -275,10 +278,10 @@ def _one_product_direction(xf, g, *, bandwidth, bandwidth_scale, drive, repulsio
                       lambda _: finish(xf, gram), None)
 
 
-def _finish_one_product(xf, g, f, gram, *, bandwidth, bandwidth_scale, drive, repulsion,
-                        axis_name):
-  """:func:`_one_product_direction` given ``f``, the particles ``xf`` or ``xf`` centred, and
-  ``f``'s Gram matrix."""
+def _finish_one_product(xf, g, f, gram, *, gram_g, bandwidth, bandwidth_scale, drive,
+                        repulsion, axis_name):
+  """:func:`_one_product_direction` given ``f``, the particles ``xf`` or ``xf`` centred,
+  ``f``'s Gram matrix and (kernel drive) the scores' ``gram_g``."""
   n = xf.shape[0]
   hi = jax.lax.Precision.HIGHEST
   sq = _sq_dists_from_gram(xf, gram, axis_name)  # nearest pairs from offset-free differences
@@ -301,7 +304,7 @@ def _finish_one_product(xf, g, f, gram, *, bandwidth, bandwidth_scale, drive, re
     phi = phi + w[:, None] * g
   rn2 = jnp.sum(jnp.matmul(lap, gram, precision=hi) * lap)  # tr(L G L^T)
   if w is None:
-    dn2 = jnp.sum(jnp.matmul(k, _gram(g, axis_name), precision=hi) * k) / n**2
+    dn2 = jnp.sum(jnp.matmul(k, gram_g, precision=hi) * k) / n**2
   else:
     g2 = jnp.sum(jnp.square(g), axis=1)
     if axis_name is not None:
