@@ -212,7 +212,7 @@ def build_target(example: dataset.Example, backbones: dict, composition: Composi
     context[0] = example.first_frame
     support, weight = visibility, composition.context_weight
     if composition.band_context_weight > 0:  # the room seen in the band, weighed apart
-      seen_band = np.asarray(example.background_visibility, np.float32) * (1.0 - region) * band
+      seen_band = np.asarray(example.background_visibility, np.float32) * band  # band: off region
       seen_band[0] = 0.0
       support = np.maximum(visibility, seen_band)
       weight = np.where(seen_band > 0, composition.band_context_weight,

@@ -178,8 +178,7 @@ def test_build_target_context_is_the_static_background_and_the_first_frame(examp
 def test_image_object_weight_gives_later_object_regions_to_the_simulation(example):
   from composed_vi.world import demo as world_demo
 
-  backbones = {k: tb.TinySpec(kind=k, vocab_size=64) for k in world_demo.BACKBONES}
-  backbones = {k: (s, tb.init_params(s, seed=0)) for k, s in backbones.items()}
+  backbones = _random_backbones()
   default = world_demo.build_target(example, backbones,
                                     world_demo.Composition(image_object_weight=1.0))
   assert np.ndim(default.weights[0]) == 0 and float(default.weights[0]) == 1.0  # unchanged
