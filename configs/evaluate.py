@@ -117,6 +117,11 @@ def get_config(arg=None):
   # 1% on the controls; their diversity grows as the step shrinks towards plain averaging's).
   c.step_sizes = ml_collections.ConfigDict(dict(annealed_langevin=0.003, poe_smc=0.003))
   c.step_grid = ""
+  # Ctrl-VI's repulsion: --config.repulsion_grid=5e3,1e4,2e4 (with ``average`` among the
+  # methods) runs ctrl_vi once per value and writes the choice (tuning.choose_repulsion: the
+  # most diverse value whose controls are not detectably worse than averaging's) to
+  # repulsion.json, for ctrl_vi.repulsion.
+  c.repulsion_grid = ""
   # Every sampler that steps along the score (Ctrl-VI, Langevin, PoE-SMC) steps by
   # eta t^2 / W per pixel (samplers.base.step_sizes), as the demo does.
   c.precondition = demo.sampler.precondition

@@ -74,3 +74,78 @@ def test_choose_exact_answer_and_tie_break():
 def test_grid_is_validated(bad):
   with pytest.raises(ConfigError, match="step_grid"):
     tuning.grid(_config(bad))
+
+
+def _rep_config(grid="5e3,1e4,2e4"):
+  c = evaluate.get_config()
+  c.repulsion_grid = grid
+  return c
+
+
+def _rep_rows(offsets):
+  """Eight cases of ``average`` and of one ctrl_vi variant per entry of ``offsets``: each a
+  ``(track offsets per case, diversity offset)`` added to the baseline's case values."""
+  rows = []
+  for i in range(8):
+    rows.append(dict(case=f"c{i}", method="average", **_metrics(1.0 + 0.1 * i, 0.1 + 0.01 * i)))
+  for k, (tracks, div) in enumerate(offsets):
+    for i in range(8):
+      m = _metrics(1.0 + 0.1 * i, 0.1 + 0.01 * i + div)
+      m["track_error_px"] += tracks[i]
+      rows.append(dict(case=f"c{i}", method=tuning.repulsion_variant_name(k), **m))
+  return rows
+
+
+def test_repulsion_variants_carry_their_repulsion_and_ctrl_vi_options():
+  c = _rep_config()
+  known = methods.methods_from_config(c)
+  base = methods.sampler_options(known["ctrl_vi"], c)
+  for k, value in enumerate((5e3, 1e4, 2e4)):
+    opts = methods.sampler_options(known[tuning.repulsion_variant_name(k)], c)
+    assert opts["repulsion"] == value
+    assert {a: b for a, b in opts.items() if a != "repulsion"} == {
+        a: b for a, b in base.items() if a != "repulsion"}
+  assert base["repulsion"] == c.ctrl_vi.repulsion
+  assert tuning.variant_names(c, ["ctrl_vi", "average"]) == [
+      "ctrl_vi_rep0", "ctrl_vi_rep1", "ctrl_vi_rep2"]
+  assert tuning.variant_names(c, ["average"]) == []
+
+
+def test_choose_repulsion_exact_answer():
+  c = _rep_config()
+  tied = [0.1, -0.1] * 4  # mean 0: the interval holds 0
+  worse = [0.3 + 0.01 * i for i in range(8)]  # every case worse
+  rows = _rep_rows([(tied, 0.012), (worse, 0.05), (tied, 0.03)])
+  got = tuning.choose_repulsion(rows, c)
+  assert got["repulsion"] == 2e4  # the most diverse of the admissible 5e3 and 2e4
+  assert got["admissible"] == [5e3, 2e4]
+  assert got["worse"] == {"5000": [], "10000": ["track_error_px"], "20000": []}
+  assert got["margin_grey"]["20000"][0] == pytest.approx(0.03 / tuning.GREY_LEVEL)
+  assert got["margin_grey"]["20000"][1] == pytest.approx(0.03 / tuning.GREY_LEVEL)
+  text = tuning.repulsion_markdown(got)
+  assert "Chosen: 20000." in text
+  assert "| 10000 | track_error_px | 0.185 | +6.38 [+6.38, +6.38] |" in text
+  assert "| 5000 | none | 0.147 | +1.53 [+1.53, +1.53] |" in text
+  # The most diverse value is worse on a control: not chosen; none admissible: the smallest.
+  rows = _rep_rows([(worse, 0.01), (worse, 0.05), (worse, 0.03)])
+  assert tuning.choose_repulsion(rows, c)["repulsion"] == 5e3
+  # ctrl_vi's own repulsion (its rows, when run) is a candidate beside the grid's values.
+  c.ctrl_vi.repulsion = 4e4
+  own = [dict(r, method="ctrl_vi", unsimulated_diversity=r["unsimulated_diversity"] + 0.1)
+         for r in _rep_rows([(tied, 0.0)]) if r["method"] == "ctrl_vi_rep0"]
+  got = tuning.choose_repulsion(_rep_rows([(tied, 0.012), (worse, 0.05), (tied, 0.03)]) + own, c)
+  assert got["repulsion"] == 4e4 and got["admissible"] == [5e3, 2e4, 4e4]
+  c.method_specs.ctrl_vi.options = dict(repulsion=3e4)  # the method's own option wins
+  assert tuning.choose_repulsion(rows + own, c)["worse"]["30000"] == []
+  # Without the baseline or a grid value's rows there is nothing to choose.
+  assert tuning.choose_repulsion([r for r in rows if r["method"] != "average"], c) is None
+  assert tuning.choose_repulsion([r for r in rows if r["method"] != "ctrl_vi_rep2"], c) is None
+
+
+def test_repulsion_grid_is_validated():
+  with pytest.raises(ConfigError, match="repulsion_grid"):
+    tuning.repulsion_grid(_rep_config("1e4,x"))
+  c = _rep_config()
+  c.step_grid = "0.1"
+  with pytest.raises(ConfigError, match="repulsion_grid.*step_grid"):
+    tuning.repulsion_grid(c)

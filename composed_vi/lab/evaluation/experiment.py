@@ -56,7 +56,7 @@ from composed_vi.world import metrics as wm
 #: Fields that may change when a run is resumed: rows are keyed by (case, method), so methods
 #: and cases can be added to a finished run and the report covers what the config names.
 RESUMABLE_FIELDS = ("methods", "max_cases", "gallery_cases", "reuse_from", "reuse_check_cases",
-                    "step_grid")
+                    "step_grid", "repulsion_grid")
 
 
 def validate(config) -> tuple[list[Case], list[Method], dict]:
@@ -70,9 +70,9 @@ def validate(config) -> tuple[list[Case], list[Method], dict]:
   names = [m for m in config.methods.split(",") if m]
   if not names:
     fail("methods", f"a comma-separated list of {sorted(known)}", config.methods)
-  # With a step grid, every tuned method named also runs once per grid value.
-  names += [tuning.variant_name(m, k) for m in names if m in tuning.TUNED
-            for k in range(len(tuning.grid(config)))]
+  # With a step grid, every tuned method named also runs once per grid value (and ctrl_vi
+  # once per value of a repulsion grid).
+  names += tuning.variant_names(config, names)
   methods = [known[check_choice("methods", m, tuple(known))] for m in names]
   check_positive_int("num_particles", config.num_particles)
   check_positive_int("num_levels", config.num_levels)

@@ -211,6 +211,12 @@ def write(workdir: str, config, case_list, methods, rows, scene_config) -> dict:
             f"| {m} | {c['step_size']:g} | " + ", ".join(
                 f"{v}: {sc:.3f}" for v, sc in c["scores"].items()) + " |\n"
             for m, c in steps.items())
+  rep = tuning.choose_repulsion(rows, config)
+  if rep is not None:
+    io.write_json(os.path.join(workdir, "repulsion.json"), dict(
+        rule=tuning.__doc__.split("\n\n")[2].replace("\n", " "),
+        grid=list(tuning.repulsion_grid(config)), split=config.split, chosen=rep))
+    text += tuning.repulsion_markdown(rep)
   io.write_text(os.path.join(workdir, "table.md"), text)
   plot(os.path.join(workdir, "metrics.png"), table, methods)
   gallery(workdir, case_list[:config.gallery_cases], methods, scene_config)

@@ -8,6 +8,16 @@ over cases divided by the best grid value's mean of it (1 is best on every contr
 :data:`TIE` broken by the larger unsimulated-object diversity. Every method gets the same grid,
 the same cases and the same rule; the chosen values go to ``config.step_sizes`` (and
 ``config.ctrl_vi.step_size``) of the held-out run.
+
+Ctrl-VI's repulsion is the one setting that trades the controls for diversity by design, so the
+step's rule (controls first) would always pick the smallest. ``config.repulsion_grid`` adds one
+variant of ``ctrl_vi`` per value (``ctrl_vi_rep<k>``) and :func:`choose_repulsion` picks, among
+those values and ``ctrl_vi``'s own, the values at which no control is detectably worse than
+velocity averaging's (``average``, the same product sampled without Stein steps: for every
+metric of :data:`CONTROL_METRICS` the 95% bootstrap interval of the paired difference over
+cases reaches 0 or below), the one with the largest unsimulated-object diversity; where no value
+qualifies, the smallest. It is the issue's own bar (Ctrl-VI tied-best on every control, more
+diverse than averaging) as a rule.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import math
 import numpy as np
 
 from composed_vi.errors import check_positive_float, fail
+from composed_vi.lab import stats
 
 #: The score-following methods whose step is tuned.
 TUNED = ("ctrl_vi", "langevin", "poe_smc")
@@ -25,22 +36,38 @@ CONTROL_METRICS = ("first_frame_l1", "track_error_px", "camera_background_error"
                    "consistency_3d")
 #: Relative score difference treated as a tie (broken by diversity).
 TIE = 0.01
+#: The method whose repulsion ``repulsion_grid`` varies, and the baseline it must tie.
+REPULSION_METHOD, REPULSION_BASELINE = "ctrl_vi", "average"
+#: One grey level of an 8-bit video in the world's [-1, 1] pixel units (the visible threshold
+#: the report prints diversity margins against).
+GREY_LEVEL = 2.0 / 255.0
 
 
-def grid(config) -> tuple[float, ...]:
-  """The values of ``config.step_grid`` (``()`` when unset); errors name the field."""
-  text = str(config.get("step_grid", "") or "")
+def grid(config, field: str = "step_grid") -> tuple[float, ...]:
+  """The values of ``config.<field>`` (``()`` when unset); errors name the field."""
+  text = str(config.get(field, "") or "")
   if not text:
     return ()
   try:
     values = tuple(float(v) for v in text.split(",") if v.strip())
   except ValueError:
-    fail("step_grid", "comma-separated positive numbers, e.g. '0.25,0.5,1,2'", text)
+    fail(field, "comma-separated positive numbers, e.g. '0.25,0.5,1,2'", text)
   for v in values:
-    check_positive_float("step_grid", v)
+    check_positive_float(field, v)
   if len(set(values)) != len(values) or not values:
-    fail("step_grid", "distinct positive numbers", text)
+    fail(field, "distinct positive numbers", text)
+  if field == "repulsion_grid" and grid(config):
+    fail("repulsion_grid", "unset while step_grid is set (one setting is chosen at a time)",
+         text)
   return values
+
+
+def repulsion_grid(config) -> tuple[float, ...]:
+  return grid(config, "repulsion_grid")
+
+
+def repulsion_variant_name(k: int) -> str:
+  return f"{REPULSION_METHOD}_rep{k}"
 
 
 def variant_name(method: str, k: int) -> str:
@@ -58,6 +85,22 @@ def grid_specs(config, specs: dict) -> dict:
       spec = dict(base, options=dict(base.get("options") or {}, step_size=value))
       spec["description"] = f"{base.get('description', method)}; step_size {value:g} (grid)"
       out[variant_name(method, k)] = spec
+  if REPULSION_METHOD in specs:
+    base = specs[REPULSION_METHOD]
+    base = base.to_dict() if hasattr(base, "to_dict") else dict(base)
+    for k, value in enumerate(repulsion_grid(config)):
+      spec = dict(base, options=dict(base.get("options") or {}, repulsion=value))
+      spec["description"] = (f"{base.get('description', REPULSION_METHOD)}; "
+                             f"repulsion {value:g} (grid)")
+      out[repulsion_variant_name(k)] = spec
+  return out
+
+
+def variant_names(config, names) -> list[str]:
+  """The grid variants that running the methods ``names`` adds (step and repulsion grids)."""
+  out = [variant_name(m, k) for m in names if m in TUNED for k in range(len(grid(config)))]
+  if REPULSION_METHOD in names:
+    out += [repulsion_variant_name(k) for k in range(len(repulsion_grid(config)))]
   return out
 
 
@@ -95,3 +138,66 @@ def choose(rows: list[dict], config) -> dict:
                        scores={f"{v:g}": s for v, s in zip(values, scores)},
                        diversity={f"{v:g}": d for v, d in zip(values, diversity)})
   return out
+
+
+def _configured_repulsion(config):
+  """``ctrl_vi``'s own repulsion in ``config`` (its method options, else ``config.ctrl_vi``),
+  or ``None`` where the sampler's default applies."""
+  spec = config.method_specs.get(REPULSION_METHOD) if config.get("method_specs") else None
+  options = dict(spec.get("options") or {}) if spec is not None else {}
+  value = options.get("repulsion", (config.get("ctrl_vi") or {}).get("repulsion"))
+  return None if value is None else float(value)
+
+
+def choose_repulsion(rows: list[dict], config, num_resamples: int = 2000) -> dict | None:
+  """Ctrl-VI's repulsion by the rule of the module docstring, among the grid's values and
+  ``ctrl_vi``'s own (when it has rows and is set), or ``None`` when the rows lack the baseline
+  or a grid value. ``{"repulsion", "admissible": [values], "worse": {value: [controls
+  detectably worse than the baseline]}, "diversity": {value: d}, "margin_grey": {value: (mean,
+  low, high) of the paired diversity difference to the baseline, in grey levels}}``."""
+  values = repulsion_grid(config)
+  by = stats.by_method(rows)
+  candidates = [(v, repulsion_variant_name(k)) for k, v in enumerate(values)]
+  if not values or REPULSION_BASELINE not in by or not all(m in by for _, m in candidates):
+    return None
+  own = _configured_repulsion(config)
+  if own is not None and REPULSION_METHOD in by and own not in values:
+    candidates.append((own, REPULSION_METHOD))
+  candidates.sort()
+  base = by[REPULSION_BASELINE]
+  worse, diversity, margin = {}, {}, {}
+  for value, method in candidates:
+    rows_m = by[method]
+    common = sorted(set(rows_m) & set(base))
+    key = f"{value:g}"
+    worse[key] = []
+    for metric in CONTROL_METRICS + ("unsimulated_diversity",):
+      a = np.array([stats.row_value(rows_m[c], metric) for c in common])
+      b = np.array([stats.row_value(base[c], metric) for c in common])
+      ok = np.isfinite(a) & np.isfinite(b)
+      if not ok.any():
+        continue
+      mean, low, high = stats.paired_difference(a[ok], b[ok], num_resamples)
+      if metric == "unsimulated_diversity":
+        margin[key] = (mean / GREY_LEVEL, low / GREY_LEVEL, high / GREY_LEVEL)
+      elif low > 0:  # errors: the candidate's lower end above the baseline's
+        worse[key].append(metric)
+    diversity[key] = _mean(rows, method, "unsimulated_diversity")
+  admissible = [v for v, _ in candidates if not worse[f"{v:g}"]]
+  pick = (max(admissible, key=lambda v: np.nan_to_num(diversity[f"{v:g}"], nan=-1.0))
+          if admissible else candidates[0][0])
+  return dict(repulsion=pick, admissible=admissible, worse=worse, diversity=diversity,
+              margin_grey=margin)
+
+
+def repulsion_markdown(chosen: dict) -> str:
+  """The report's section for :func:`choose_repulsion`'s answer."""
+  text = ("\n## Ctrl-VI's repulsion chosen on this split (tuning.choose_repulsion)\n\n"
+          f"Chosen: {chosen['repulsion']:g}. One grey level is {GREY_LEVEL:.4f}.\n\n"
+          "| repulsion | controls worse than averaging | unsimulated diversity | "
+          "its margin over averaging (grey levels) [95%] |\n|---|---|---|---|\n")
+  for v, worse in chosen["worse"].items():
+    m = chosen["margin_grey"].get(v, (float("nan"),) * 3)
+    text += (f"| {v} | {', '.join(worse) or 'none'} | {chosen['diversity'][v]:.3f} | "
+             f"{m[0]:+.2f} [{m[1]:+.2f}, {m[2]:+.2f}] |\n")
+  return text
