@@ -259,6 +259,19 @@ def test_smoke_run_writes_the_report_and_resumes(tmp_path):
   assert [r["method"] for r in rows] == ["i2v", "ctrl_vi", "average"]
   assert open(os.path.join(workdir, "results.jsonl")).read().startswith(before)
   assert set(table) == {"i2v", "ctrl_vi", "average"}
+  # A repulsion grid on the finished run samples only its ctrl_vi variant and writes the choice
+  # among the grid's value and ctrl_vi's own, against averaging.
+  with config.unlocked():
+    config.repulsion_grid = "1e3"
+  ev.run(config, workdir)
+  rows = ev.read_rows(os.path.join(workdir, "results.jsonl"))
+  assert [r["method"] for r in rows] == ["i2v", "ctrl_vi", "average", "ctrl_vi_rep0"]
+  with open(os.path.join(workdir, "repulsion.json")) as f:
+    chosen = json.load(f)
+  assert chosen["grid"] == [1e3] and chosen["split"] == config.split
+  assert chosen["chosen"]["repulsion"] in (1e3, config.ctrl_vi.repulsion)
+  assert set(chosen["chosen"]["worse"]) == {"1000", f"{config.ctrl_vi.repulsion:g}"}
+  assert "tuning.choose_repulsion" in open(os.path.join(workdir, "table.md")).read()
   # Another config on the same workdir is refused, naming the field.
   with config.unlocked():
     config.seed = 5
