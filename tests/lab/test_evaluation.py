@@ -226,6 +226,15 @@ def test_bad_config_is_refused_by_field(tmp_path, field, value, match):
   assert not (tmp_path / "w").exists()
 
 
+def test_a_repulsion_grid_needs_ctrl_vi_and_averaging(tmp_path):
+  config = eval_config.get_config("smoke")
+  with config.unlocked():
+    config.methods, config.repulsion_grid = "i2v,ctrl_vi", "1e4"
+  with pytest.raises(ConfigError, match="repulsion_grid.*'average'"):
+    ev.run(config, str(tmp_path / "w"))
+  assert not (tmp_path / "w").exists()
+
+
 def test_smoke_run_writes_the_report_and_resumes(tmp_path):
   config = eval_config.get_config("smoke")
   with config.unlocked():

@@ -72,6 +72,10 @@ def validate(config) -> tuple[list[Case], list[Method], dict]:
     fail("methods", f"a comma-separated list of {sorted(known)}", config.methods)
   # With a step grid, every tuned method named also runs once per grid value (and ctrl_vi
   # once per value of a repulsion grid).
+  if tuning.repulsion_grid(config) and not {tuning.REPULSION_METHOD,
+                                            tuning.REPULSION_BASELINE} <= set(names):
+    fail("repulsion_grid", f"'{tuning.REPULSION_METHOD}' and '{tuning.REPULSION_BASELINE}' "
+         "among config.methods (the rule compares one with the other)", config.methods)
   names += tuning.variant_names(config, names)
   methods = [known[check_choice("methods", m, tuple(known))] for m in names]
   check_positive_int("num_particles", config.num_particles)
