@@ -170,6 +170,14 @@ def test_sampler_options_of_the_ablations():
       "unpinned")
   assert "inner_steps" not in ev.sampler_options(METHODS["average"], config)
   assert ev.sampler_options(METHODS["poe_smc"], config)["reward"] is ev.context_reward
+  # The world's Ctrl-VI is on the textbook drive; the ablation is the earlier pinned drive.
+  ctrl = ev.sampler_options(METHODS["ctrl_vi"], config)
+  local = ev.sampler_options(METHODS["ctrl_vi_local_drive"], config)
+  assert (ctrl["drive"], ctrl["step_rule"]) == ("kernel", "stiffness")
+  assert (local["drive"], local["step_rule"], local["step_size"]) == ("local", "noise", 0.03)
+  changed = ("drive", "step_rule", "step_size")
+  assert {k: v for k, v in local.items() if k not in changed} == {
+      k: v for k, v in ctrl.items() if k not in changed}
   # The config's Ctrl-VI settings reach every ctrl_vi method; an ablation's own option wins.
   config.ctrl_vi.step_size = 0.05
   config.ctrl_vi.repulsion = 2.0
