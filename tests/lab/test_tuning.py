@@ -130,13 +130,14 @@ def test_choose_repulsion_exact_answer():
   rows = _rep_rows([(worse, 0.01), (worse, 0.05), (worse, 0.03)])
   assert tuning.choose_repulsion(rows, c)["repulsion"] == 5e3
   # ctrl_vi's own repulsion (its rows, when run) is a candidate beside the grid's values.
-  c.ctrl_vi.repulsion = 4e4
   own = [dict(r, method="ctrl_vi", unsimulated_diversity=r["unsimulated_diversity"] + 0.1)
          for r in _rep_rows([(tied, 0.0)]) if r["method"] == "ctrl_vi_rep0"]
-  got = tuning.choose_repulsion(_rep_rows([(tied, 0.012), (worse, 0.05), (tied, 0.03)]) + own, c)
+  got = tuning.choose_repulsion(_rep_rows([(tied, 0.012), (worse, 0.05), (tied, 0.03)]) + own,
+                                c, own=4e4)
   assert got["repulsion"] == 4e4 and got["admissible"] == [5e3, 2e4, 4e4]
-  c.method_specs.ctrl_vi.options = dict(repulsion=3e4)  # the method's own option wins
-  assert tuning.choose_repulsion(rows + own, c)["worse"]["30000"] == []
+  assert tuning.choose_repulsion(rows + own, c, own=3e4)["worse"]["30000"] == []
+  # Without ctrl_vi's rows its own value is no candidate.
+  assert "30000" not in tuning.choose_repulsion(rows, c, own=3e4)["worse"]
   # Without the baseline or a grid value's rows there is nothing to choose.
   assert tuning.choose_repulsion([r for r in rows if r["method"] != "average"], c) is None
   assert tuning.choose_repulsion([r for r in rows if r["method"] != "ctrl_vi_rep2"], c) is None

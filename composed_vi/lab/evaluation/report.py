@@ -22,7 +22,7 @@ import numpy as np
 from composed_vi import io
 from composed_vi.lab import media, stats
 from composed_vi.lab.evaluation import tuning
-from composed_vi.lab.evaluation.methods import METRICS
+from composed_vi.lab.evaluation.methods import METRICS, sampler_options
 from composed_vi.lab.evaluation.splits import case_example
 
 
@@ -211,7 +211,9 @@ def write(workdir: str, config, case_list, methods, rows, scene_config) -> dict:
             f"| {m} | {c['step_size']:g} | " + ", ".join(
                 f"{v}: {sc:.3f}" for v, sc in c["scores"].items()) + " |\n"
             for m, c in steps.items())
-  rep = tuning.choose_repulsion(rows, config)
+  ctrl_vi = {m.name: m for m in methods}.get(tuning.REPULSION_METHOD)
+  rep = tuning.choose_repulsion(rows, config, own=None if ctrl_vi is None else (
+      sampler_options(ctrl_vi, config).get("repulsion")))
   if rep is not None:
     io.write_json(os.path.join(workdir, "repulsion.json"), dict(
         rule=tuning.__doc__.split("\n\n")[2].replace("\n", " "),

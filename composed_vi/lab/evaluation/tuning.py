@@ -82,18 +82,20 @@ def grid_specs(config, specs: dict) -> dict:
       continue
     base = specs[method].to_dict() if hasattr(specs[method], "to_dict") else dict(specs[method])
     for k, value in enumerate(grid(config)):
-      spec = dict(base, options=dict(base.get("options") or {}, step_size=value))
-      spec["description"] = f"{base.get('description', method)}; step_size {value:g} (grid)"
-      out[variant_name(method, k)] = spec
+      out[variant_name(method, k)] = _grid_variant(base, method, "step_size", value)
   if REPULSION_METHOD in specs:
     base = specs[REPULSION_METHOD]
     base = base.to_dict() if hasattr(base, "to_dict") else dict(base)
     for k, value in enumerate(repulsion_grid(config)):
-      spec = dict(base, options=dict(base.get("options") or {}, repulsion=value))
-      spec["description"] = (f"{base.get('description', REPULSION_METHOD)}; "
-                             f"repulsion {value:g} (grid)")
-      out[repulsion_variant_name(k)] = spec
+      out[repulsion_variant_name(k)] = _grid_variant(base, REPULSION_METHOD, "repulsion", value)
   return out
+
+
+def _grid_variant(base: dict, method: str, option: str, value: float) -> dict:
+  """``base``'s spec with ``option`` set to a grid ``value`` (on top of its own options)."""
+  spec = dict(base, options=dict(base.get("options") or {}, **{option: value}))
+  spec["description"] = f"{base.get('description', method)}; {option} {value:g} (grid)"
+  return spec
 
 
 def variant_names(config, names) -> list[str]:
@@ -140,49 +142,36 @@ def choose(rows: list[dict], config) -> dict:
   return out
 
 
-def _configured_repulsion(config):
-  """``ctrl_vi``'s own repulsion in ``config`` (its method options, else ``config.ctrl_vi``),
-  or ``None`` where the sampler's default applies."""
-  spec = config.method_specs.get(REPULSION_METHOD) if config.get("method_specs") else None
-  options = dict(spec.get("options") or {}) if spec is not None else {}
-  value = options.get("repulsion", (config.get("ctrl_vi") or {}).get("repulsion"))
-  return None if value is None else float(value)
-
-
-def choose_repulsion(rows: list[dict], config, num_resamples: int = 2000) -> dict | None:
+def choose_repulsion(rows: list[dict], config, own: float | None = None,
+                     num_resamples: int = 2000) -> dict | None:
   """Ctrl-VI's repulsion by the rule of the module docstring, among the grid's values and
-  ``ctrl_vi``'s own (when it has rows and is set), or ``None`` when the rows lack the baseline
-  or a grid value. ``{"repulsion", "admissible": [values], "worse": {value: [controls
-  detectably worse than the baseline]}, "diversity": {value: d}, "margin_grey": {value: (mean,
-  low, high) of the paired diversity difference to the baseline, in grey levels}}``."""
+  ``own``, ``ctrl_vi``'s configured repulsion (a candidate when ``ctrl_vi`` has rows), or
+  ``None`` when the rows lack the baseline or a grid value. ``{"repulsion", "admissible":
+  [values], "worse": {value: [controls detectably worse than the baseline]}, "diversity":
+  {value: d}, "margin_grey": {value: (mean, low, high) of the paired diversity difference to
+  the baseline, in grey levels}}``."""
   values = repulsion_grid(config)
-  by = stats.by_method(rows)
+  names = {r["method"] for r in rows}
   candidates = [(v, repulsion_variant_name(k)) for k, v in enumerate(values)]
-  if not values or REPULSION_BASELINE not in by or not all(m in by for _, m in candidates):
+  if not values or REPULSION_BASELINE not in names or not all(
+      m in names for _, m in candidates):
     return None
-  own = _configured_repulsion(config)
-  if own is not None and REPULSION_METHOD in by and own not in values:
-    candidates.append((own, REPULSION_METHOD))
+  if own is not None and REPULSION_METHOD in names and own not in values:
+    candidates.append((float(own), REPULSION_METHOD))
   candidates.sort()
-  base = by[REPULSION_BASELINE]
+  metrics = [(m, "lower", m) for m in CONTROL_METRICS] + [
+      ("unsimulated_diversity", "higher", "unsimulated_diversity")]
+  table = stats.aggregate(rows, [m for _, m in candidates], metrics,
+                          reference=REPULSION_BASELINE, num_resamples=num_resamples)
   worse, diversity, margin = {}, {}, {}
   for value, method in candidates:
-    rows_m = by[method]
-    common = sorted(set(rows_m) & set(base))
-    key = f"{value:g}"
-    worse[key] = []
-    for metric in CONTROL_METRICS + ("unsimulated_diversity",):
-      a = np.array([stats.row_value(rows_m[c], metric) for c in common])
-      b = np.array([stats.row_value(base[c], metric) for c in common])
-      ok = np.isfinite(a) & np.isfinite(b)
-      if not ok.any():
-        continue
-      mean, low, high = stats.paired_difference(a[ok], b[ok], num_resamples)
-      if metric == "unsimulated_diversity":
-        margin[key] = (mean / GREY_LEVEL, low / GREY_LEVEL, high / GREY_LEVEL)
-      elif low > 0:  # errors: the candidate's lower end above the baseline's
-        worse[key].append(metric)
-    diversity[key] = _mean(rows, method, "unsimulated_diversity")
+    key, entry = f"{value:g}", table[method]
+    # errors: the candidate's lower end above the baseline's
+    worse[key] = [m for m in CONTROL_METRICS if entry[m].get("diff_low", np.nan) > 0]
+    div = entry["unsimulated_diversity"]
+    diversity[key] = div["mean"]
+    margin[key] = tuple(div.get(k, np.nan) / GREY_LEVEL
+                        for k in ("diff", "diff_low", "diff_high"))
   admissible = [v for v, _ in candidates if not worse[f"{v:g}"]]
   pick = (max(admissible, key=lambda v: np.nan_to_num(diversity[f"{v:g}"], nan=-1.0))
           if admissible else candidates[0][0])
@@ -197,7 +186,7 @@ def repulsion_markdown(chosen: dict) -> str:
           "| repulsion | controls worse than averaging | unsimulated diversity | "
           "its margin over averaging (grey levels) [95%] |\n|---|---|---|---|\n")
   for v, worse in chosen["worse"].items():
-    m = chosen["margin_grey"].get(v, (float("nan"),) * 3)
+    m = chosen["margin_grey"][v]
     text += (f"| {v} | {', '.join(worse) or 'none'} | {chosen['diversity'][v]:.3f} | "
              f"{m[0]:+.2f} [{m[1]:+.2f}, {m[2]:+.2f}] |\n")
   return text
