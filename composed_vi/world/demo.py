@@ -69,6 +69,11 @@ class Composition:
     band_context_weight: the context expert's weight on the band an unsimulated object may
       roll in, where the first frame's room is seen (0: the context has no say there, which
       leaves the band to the image backbone alone; the band is never pinned).
+    first_frame_others_weight: the camera and simulation backbones' weight on frame 0, relative
+      to their weight on later frames. Frame 0 is the first frame, which the image backbone
+      (its composite) and the context give exactly; the camera backbone's own frame 0 is its
+      network's, and pulls every particle the same way (1: unchanged; 0: frame 0 is the
+      image backbone's and the context's alone).
     context_sigma: ``sigma_c`` of the context expert.
     object_dilation: pixels added around the object region.
     guidance_scale: classifier-free guidance of the text-conditioned backbones.
@@ -90,6 +95,7 @@ class Composition:
   band_context_weight: float = 0.0
   vacated_sim_weight: float = 0.0
   vacated_image_weight: float = 1.0
+  first_frame_others_weight: float = 1.0
   context_sigma: float = 0.02
   object_dilation: int = 1
   guidance_scale: float = 1.0
@@ -118,7 +124,7 @@ class Composition:
   def validate(self) -> "Composition":
     for name in ("context_weight", "sim_weight", "camera_weight", "image_object_weight",
                  "context_sigma", "camera_band_weight", "band_context_weight",
-                 "vacated_sim_weight", "vacated_image_weight"):
+                 "vacated_sim_weight", "vacated_image_weight", "first_frame_others_weight"):
       check_positive_float(name, getattr(self, name), allow_zero=name != "context_sigma")
     check_positive_int("object_dilation", self.object_dilation, minimum=0)
     check_positive_float("guidance_scale", self.guidance_scale)
@@ -198,6 +204,11 @@ def build_target(example: dataset.Example, backbones: dict, composition: Composi
     vacated[0] = 0.0
     image = image * (1.0 - (1.0 - composition.vacated_image_weight) * vacated)
     sim = sim + composition.vacated_sim_weight * vacated
+  if composition.first_frame_others_weight != 1.0:
+    camera = np.array(camera, np.float32)
+    sim = np.array(sim, np.float32)
+    camera[0] *= composition.first_frame_others_weight
+    sim[0] *= composition.first_frame_others_weight
   weights = [image, camera, sim]
   # The shared static scene only (METHOD.md section 5): the first frame's BACKGROUND lifted
   # to 3D, and not where the objects are now (the simulation backbone's region). The full
