@@ -47,6 +47,7 @@ def composition(**overrides) -> ml_collections.ConfigDict:
       vacated_sim_weight=0.0,  # the simulation backbone where its objects are not now
       vacated_image_weight=1.0,  # ... and the image backbone's weight there
       first_frame_others_weight=1.0,  # camera and simulation backbones on frame 0, relative
+      first_frame_context_weight=1.0,  # the context expert on frame 0, relative
       context_sigma=0.02,  # its sigma_c
       object_dilation=1,  # pixels added around the object region
       guidance_scale=1.0,  # CFG of the text-conditioned backbones

@@ -74,6 +74,9 @@ class Composition:
       (its composite) and the context give exactly; the camera backbone's own frame 0 is its
       network's, and pulls every particle the same way (1: unchanged; 0: frame 0 is the
       image backbone's and the context's alone).
+    first_frame_context_weight: the context expert's weight on frame 0, relative to its weight
+      on later frames (its frame 0 is the first frame itself, which the image backbone's
+      composite already gives exactly; the context's Gaussian posterior mean is not exact).
     context_sigma: ``sigma_c`` of the context expert.
     object_dilation: pixels added around the object region.
     guidance_scale: classifier-free guidance of the text-conditioned backbones.
@@ -96,6 +99,7 @@ class Composition:
   vacated_sim_weight: float = 0.0
   vacated_image_weight: float = 1.0
   first_frame_others_weight: float = 1.0
+  first_frame_context_weight: float = 1.0
   context_sigma: float = 0.02
   object_dilation: int = 1
   guidance_scale: float = 1.0
@@ -124,7 +128,8 @@ class Composition:
   def validate(self) -> "Composition":
     for name in ("context_weight", "sim_weight", "camera_weight", "image_object_weight",
                  "context_sigma", "camera_band_weight", "band_context_weight",
-                 "vacated_sim_weight", "vacated_image_weight", "first_frame_others_weight"):
+                 "vacated_sim_weight", "vacated_image_weight", "first_frame_others_weight",
+                 "first_frame_context_weight"):
       check_positive_float(name, getattr(self, name), allow_zero=name != "context_sigma")
     check_positive_int("object_dilation", self.object_dilation, minimum=0)
     check_positive_float("guidance_scale", self.guidance_scale)
@@ -228,6 +233,9 @@ def build_target(example: dataset.Example, backbones: dict, composition: Composi
       support = np.maximum(visibility, seen_band)
       weight = np.where(seen_band > 0, composition.band_context_weight,
                         composition.context_weight).astype(np.float32)
+    if composition.first_frame_context_weight != 1.0:
+      weight = np.array(np.broadcast_to(weight, region.shape), np.float32)
+      weight[0] *= composition.first_frame_context_weight
     exps.append(experts.Context(context, composition.context_sigma, visibility=support))
     weights.append(weight)
   # Where no control specifies the video (Ctrl-VI's feature_map='target_mask' keeps the

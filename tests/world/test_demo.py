@@ -346,37 +346,42 @@ def test_shipped_backbones_come_from_train_tiny(kind):
   assert shipped == expected
 
 
-def test_first_frame_others_weight_takes_the_camera_and_simulation_backbones_off_frame_0():
+def test_first_frame_weights_leave_frame_0_to_the_image_backbone():
   from composed_vi.world import demo as world_demo
 
   ex = _first_scene(lambda e: True)
   backbones = _random_backbones()
   default = world_demo.build_target(ex, backbones, world_demo.Composition())
-  scaled = world_demo.build_target(ex, backbones,
-                                   world_demo.Composition(first_frame_others_weight=0.25))
-  for k in (1, 2):  # camera, simulation: scaled on frame 0, unchanged after
-    w, w0 = (np.broadcast_to(np.asarray(t.weights[k]), ex.video.shape[:-1] + (1,))
-             for t in (scaled, default))
+  scaled = world_demo.build_target(ex, backbones, world_demo.Composition(
+      first_frame_others_weight=0.25, first_frame_context_weight=0.5))
+  shape = ex.video.shape[:-1] + (1,)
+  for k, scale in ((1, 0.25), (2, 0.25), (3, 0.5)):  # camera, simulation, context
+    w, w0 = (np.broadcast_to(np.asarray(t.weights[k]), shape) for t in (scaled, default))
     assert np.any(w0[0] > 0)
-    np.testing.assert_allclose(w[0], 0.25 * w0[0], rtol=1e-6)
-    np.testing.assert_array_equal(w[1:], w0[1:])
-  for k in (0, 3):  # image, context: unchanged
-    np.testing.assert_array_equal(np.asarray(scaled.weights[k]), np.asarray(default.weights[k]))
-  # At 0, frame 0 of the composed velocity does not depend on the camera or simulation backbone.
-  off = world_demo.Composition(first_frame_others_weight=0.0)
+    np.testing.assert_allclose(w[0], scale * w0[0], rtol=1e-6)
+    np.testing.assert_array_equal(w[1:], w0[1:])  # unchanged after frame 0
+  np.testing.assert_array_equal(np.asarray(scaled.weights[0]), np.asarray(default.weights[0]))
+  # At 0, frame 0 of the composed velocity is the image backbone's alone (whose composite is
+  # the first frame): other camera and simulation weights do not change it.
+  off = world_demo.Composition(first_frame_others_weight=0.0, first_frame_context_weight=0.0)
   other = dict(backbones)
   for kind in ("cam2v", "sim2v"):
     spec, _ = backbones[kind]
     other[kind] = (spec, tb.init_params(spec, seed=1))
   x = jax.random.normal(jax.random.key(3), (1,) + tuple(default.shape))
   t = 0.5
-  v = np.asarray(world_demo.build_target(ex, backbones, off).velocity(x, t))[0]
+  target = world_demo.build_target(ex, backbones, off)
+  v = np.asarray(target.velocity(x, t))[0]
   v_other = np.asarray(world_demo.build_target(ex, other, off).velocity(x, t))[0]
+  v_image = np.asarray(target.experts[0].velocity_and_score(x, t)[0])[0]
   v_default = np.asarray(default.velocity(x, t))[0]
   v_default_other = np.asarray(world_demo.build_target(ex, other, world_demo.Composition())
                                .velocity(x, t))[0]
+  np.testing.assert_allclose(v[0], v_image[0], rtol=0, atol=1e-5)
   np.testing.assert_allclose(v[0], v_other[0], rtol=0, atol=1e-6)
   assert np.abs(v[1:] - v_other[1:]).max() > 1e-3  # the backbones do act after frame 0
   assert np.abs(v_default[0] - v_default_other[0]).max() > 1e-3  # and on frame 0 by default
-  with pytest.raises(ConfigError, match="first_frame_others_weight"):
-    world_demo.Composition(first_frame_others_weight=-1.0).validate()
+  assert np.abs(v_default[0] - v_image[0]).max() > 1e-3
+  for name in ("first_frame_others_weight", "first_frame_context_weight"):
+    with pytest.raises(ConfigError, match=name):
+      world_demo.Composition(**{name: -1.0}).validate()
