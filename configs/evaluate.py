@@ -9,7 +9,8 @@ Cases are ``backgrounds x cameras x simulations`` of a split, all from the seeds
 ``test`` (48 cases) was held out until it had been evaluated several times (RESULTS.md
 states its history); ``test2`` (48 cases, fresh seeds, every case with an object left out of
 the simulation) was evaluated once, for the table of 2026-12-07; ``test3`` (made the same way)
-is the next fresh held-out split. The demo's
+was evaluated once after the drive's switch (2026-12-07); ``test4`` (made the same way) is the
+next fresh held-out split. The demo's
 composition defaults and every sampler setting below are chosen on ``dev`` (and on the demo
 scene) only. The world's training data come from
 ``jax.random.fold_in(key(1), i)`` splits (configs/train_tiny.py), never from these seeds.
@@ -30,6 +31,8 @@ from configs import common, world_demo
 SIMULATIONS_TEST2 = (402, 406)
 #: The same, scanning from 601 (2026-12-07), for ``test3``.
 SIMULATIONS_TEST3 = (602, 604)
+#: The same, scanning from 801 (2026-12-07, fourth session), for ``test4``.
+SIMULATIONS_TEST4 = (804, 805)
 
 
 def _method(experts, sampler, description, context=True, options=None, composition=None):
@@ -162,6 +165,10 @@ def get_config(arg=None):
       test3=dict(backgrounds=(501, 502, 503, 504),
                  cameras=("static", "pan_left", "pan_right", "dolly_in", "dolly_out", "orbit"),
                  simulations=SIMULATIONS_TEST3, camera_seed_base=9100),
+      # The next, made when test3 had been evaluated once (2026-12-07, fourth session).
+      test4=dict(backgrounds=(701, 702, 703, 704),
+                 cameras=("static", "pan_left", "pan_right", "dolly_in", "dolly_out", "orbit"),
+                 simulations=SIMULATIONS_TEST4, camera_seed_base=11100),
   ))
   if arg == "smoke":
     c.max_cases = 2

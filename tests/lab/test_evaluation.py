@@ -38,13 +38,35 @@ def test_splits_are_factorial_and_disjoint():
   assert {c.camera_kind for c in test} == set(config.splits.test.cameras)
   # Every split is disjoint from every other in each of its seeds.
   names = sorted(config.splits.keys())
-  assert {"dev", "test", "test2", "test3"} <= set(names)
+  assert {"dev", "test", "test2", "test3", "test4"} <= set(names)
   per = {n: ev.cases(config.splits[n], n) for n in names}
   for i, a in enumerate(names):
     for b in names[i + 1:]:
       for field in ("background_seed", "camera_seed", "objects_seed"):
         shared = {getattr(c, field) for c in per[a]} & {getattr(c, field) for c in per[b]}
         assert not shared, (a, b, field, shared)
+
+
+@pytest.mark.parametrize("split,scan_from", [("test2", 401), ("test3", 601), ("test4", 801)])
+def test_fresh_splits_take_the_first_simulations_that_leave_an_object_out(split, scan_from):
+  """Each fresh split's simulations are the first two seeds from its scan start whose scene
+  leaves a rolling object out of the simulation control (so every case has one)."""
+  from composed_vi.world import scene
+
+  config = eval_config.get_config()
+  scene_config = world_demo.scene_config(config)
+
+  def leaves_one_out(seed):
+    key = jax.random.key(seed)
+    objects = scene.choose_unsimulated(jax.random.fold_in(key, 7),
+                                       scene.sample_objects(key, scene_config),
+                                       scene_config.unsimulated_probability)
+    return not np.all(np.asarray(objects.simulated)[np.asarray(objects.valid)])
+
+  chosen = tuple(config.splits[split].simulations)
+  assert all(leaves_one_out(s) for s in chosen)
+  assert not any(leaves_one_out(s) for s in range(scan_from, chosen[0]))
+  assert not any(leaves_one_out(s) for s in range(chosen[0] + 1, chosen[1]))
 
 
 def test_case_example_is_deterministic_and_has_its_camera_kind():
