@@ -42,7 +42,7 @@ def composition(**overrides) -> ml_collections.ConfigDict:
       camera_band_weight=0.0,  # ... times this on the band an unsimulated object may roll in
       sim_weight=1.0,  # the simulation backbone, on the dilated object region
       image_object_weight=0.0,  # the image backbone on the object region after frame 0
-      context_weight=6.0,  # the 3D-cache context expert (0: none)
+      context_weight=24.0,  # the 3D-cache context expert (0: none)
       band_context_weight=0.0,  # ... on the room seen in an unsimulated object's band
       vacated_sim_weight=0.0,  # the simulation backbone where its objects are not now
       vacated_image_weight=1.0,  # ... and the image backbone's weight there

@@ -92,9 +92,10 @@ class Composition:
   # chosen on dev, 2026-12-06: object L1 0.064 at 1, 0.023 at 0): the object region after
   # frame 0 is the simulation backbone's alone (METHOD.md section 6).
   image_object_weight: float = 0.0
-  # Chosen on the evaluation's dev split (docs/journal.md, "settings chosen on dev"): the 3D cache
-  # is about 6x more accurate than the tiny backbones on the background it covers.
-  context_weight: float = 6.0
+  # Chosen on the evaluation's dev split: 6 on 2026-11-25 (docs/journal.md, "settings chosen on
+  # dev"; grid 1/3/6), 24 on 2026-12-07 (grid 6/12/24, 16 cases x 2 seeds, paired: each step up
+  # better on first frame, background and object L1, no control detectably worse; 48 not run).
+  context_weight: float = 24.0
   band_context_weight: float = 0.0
   vacated_sim_weight: float = 0.0
   vacated_image_weight: float = 1.0
