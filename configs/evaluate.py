@@ -9,8 +9,9 @@ Cases are ``backgrounds x cameras x simulations`` of a split, all from the seeds
 ``test`` (48 cases) was held out until it had been evaluated several times (RESULTS.md
 states its history); ``test2`` (48 cases, fresh seeds, every case with an object left out of
 the simulation) was evaluated once, for the table of 2026-12-07; ``test3`` (made the same way)
-was evaluated once after the drive's switch (2026-12-07); ``test4`` (made the same way) is the
-next fresh held-out split. The demo's
+was evaluated once after the drive's switch (2026-12-07); ``test4`` (made the same way) was
+evaluated once after the context's weight went to 24 (2026-12-07, fourth session); a next
+default needs a next fresh split. The demo's
 composition defaults and every sampler setting below are chosen on ``dev`` (and on the demo
 scene) only. The world's training data come from
 ``jax.random.fold_in(key(1), i)`` splits (configs/train_tiny.py), never from these seeds.
@@ -165,7 +166,8 @@ def get_config(arg=None):
       test3=dict(backgrounds=(501, 502, 503, 504),
                  cameras=("static", "pan_left", "pan_right", "dolly_in", "dolly_out", "orbit"),
                  simulations=SIMULATIONS_TEST3, camera_seed_base=9100),
-      # The next, made when test3 had been evaluated once (2026-12-07, fourth session).
+      # The next, made when test3 had been evaluated once (2026-12-07, fourth session); evaluated
+      # once, for the table of the context's weight 24.
       test4=dict(backgrounds=(701, 702, 703, 704),
                  cameras=("static", "pan_left", "pan_right", "dolly_in", "dolly_out", "orbit"),
                  simulations=SIMULATIONS_TEST4, camera_seed_base=11100),
