@@ -70,10 +70,10 @@ class Composition:
       roll in, where the first frame's room is seen (0: the context has no say there, which
       leaves the band to the image backbone alone; the band is never pinned).
     first_frame_others_weight: the camera and simulation backbones' weight on frame 0, relative
-      to their weight on later frames. Frame 0 is the first frame, which the image backbone
-      (its composite) and the context give exactly; the camera backbone's own frame 0 is its
-      network's, and pulls every particle the same way (1: unchanged; 0: frame 0 is the
-      image backbone's and the context's alone).
+      to their weight on later frames. Frame 0 is the first frame, which the image backbone's
+      composite gives exactly; the camera backbone's own frame 0 is its network's, and pulls
+      every particle the same way (1: unchanged; 0: frame 0 is the image backbone's and the
+      context's alone).
     first_frame_context_weight: the context expert's weight on frame 0, relative to its weight
       on later frames (its frame 0 is the first frame itself, which the image backbone's
       composite already gives exactly; the context's Gaussian posterior mean is not exact).
