@@ -24,7 +24,7 @@ from composed_vi.world.scene import Scene, SceneConfig, sample_scene
 DEFAULT_CONFIG = SceneConfig()
 
 __all__ = ["DEFAULT_CONFIG", "Example", "batch", "caption", "example_from_scene", "render_example",
-           "sample_scene", "to_numpy"]
+           "sample_scene", "to_numpy", "video_without_unsimulated"]
 
 
 class Example(NamedTuple):
@@ -137,6 +137,17 @@ def example_from_scene(scene: Scene, config: SceneConfig) -> Example:
   """
   rendered = render(scene, config)
   return _example(scene, rendered, render_controls(scene, rendered, config))
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def video_without_unsimulated(scene: Scene, config: SceneConfig) -> jax.Array:
+  """``(T, H, W, 3)`` in [-1, 1]: the scene's video with its unsimulated objects taken out
+  (``Objects.simulated`` False: not rendered, no shadow), the same camera and background. The
+  reference of a video where the unsimulated object faded away
+  (:func:`composed_vi.world.metrics.unsimulated_presence`); the video itself when every object
+  is simulated."""
+  objects = scene.objects._replace(valid=scene.objects.valid & scene.objects.simulated)
+  return _signed(render(scene._replace(objects=objects), config).rgb)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))

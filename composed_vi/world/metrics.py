@@ -347,6 +347,158 @@ def high_frequency_energy(videos, example=None, region=None) -> float:
   return float(np.sum(detail * region[None]) / norm)
 
 
+# ----------------------------------------------------------------------------- unsimulated object
+
+
+def _unsimulated_slots(example) -> np.ndarray:
+  valid = np.asarray(example.object_valid, bool)
+  flags = getattr(example, "object_simulated", None)
+  if flags is None:
+    return np.zeros_like(valid)
+  return valid & ~np.asarray(flags, bool)
+
+
+def unsimulated_matches(video, example, min_overlap: float = 0.5):
+  """Where each unsimulated object is in frames ``1..T-1`` of ``video``, and how solid.
+
+  An unsimulated object's frame-0 appearance (its pixels in the first frame, ``masks[0]``) is
+  placed at every whole-pixel offset that puts its centre in
+  :func:`composed_vi.world.masks.unsimulated_band`'s rows (any column); each placement scores
+  the mean absolute RGB error between the video and the object's frame-0 colours over the
+  placed pixels that fall inside the image and off the simulated objects of that frame (at
+  least ``min_overlap`` of the object's pixels must count). The best placement is the
+  object's appearance error in that frame and its centre the object's position.
+
+  A video that moves the object as one solid piece (any path along the band) scores the
+  shading and scale change of the object only (the ground truth's own score,
+  ``unsimulated_object_floor`` of :func:`all_metrics`); a video where it faded or broke up
+  scores what the floor or a fragment gives.
+
+  Returns:
+    ``errors`` ``(T - 1, K)`` and ``centres`` ``(T - 1, K, 2)`` (pixel ``(u, v)``, the
+    tracks' convention) for the ``K`` unsimulated objects visible in frame 0 (``K = 0``
+    when there is none).
+  """
+  video = np.asarray(video, np.float32)
+  t, h, w, _ = video.shape
+  masks = np.asarray(example.masks)
+  band = unsimulated_band(example)[..., 0] > 0.5
+  sim = simulated_region(example)[..., 0] > 0.5
+  slots = [o for o in np.flatnonzero(_unsimulated_slots(example)) if masks[0, :, :, o].any()]
+  errors = np.full((max(t - 1, 0), len(slots)), np.nan, np.float32)
+  centres = np.full((max(t - 1, 0), len(slots), 2), np.nan, np.float32)
+  first = np.asarray(example.first_frame, np.float32)
+  for k, o in enumerate(slots):
+    ys, xs = np.nonzero(masks[0, :, :, o] > 0.5)
+    colours = first[ys, xs]                                    # (P, 3)
+    cy, cx = ys.mean(), xs.mean()
+    need = max(int(np.ceil(min_overlap * ys.size)), 1)
+    for f in range(1, t):
+      rows = np.flatnonzero(band[f].any(axis=1))
+      if rows.size == 0:
+        continue
+      dys = np.arange(-h, h)
+      dys = dys[np.isin(np.round(cy + dys).astype(int), rows)]
+      dxs = np.arange(-w, w)
+      dxs = dxs[(cx + dxs >= 0) & (cx + dxs <= w - 1)]
+      dy, dx = (a.ravel() for a in np.meshgrid(dys, dxs, indexing="ij"))
+      yy, xx = ys[None] + dy[:, None], xs[None] + dx[:, None]  # (S, P)
+      inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+      yc, xc = np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)
+      count = inside & ~sim[f][yc, xc]
+      err = np.mean(np.abs(video[f][yc, xc] - colours[None]), axis=-1)  # (S, P)
+      n = count.sum(axis=1)
+      score = np.where(n >= need, np.sum(err * count, axis=1) / np.maximum(n, 1), np.inf)
+      best = int(np.argmin(score))
+      if np.isfinite(score[best]):
+        errors[f - 1, k] = score[best]
+        centres[f - 1, k] = (cx + dx[best] + 0.5, cy + dy[best] + 0.5)
+  return errors, centres
+
+
+def unsimulated_object_l1(video, example) -> float:
+  """The unsimulated objects' appearance error: the mean over frames ``1..T-1`` and objects of
+  :func:`unsimulated_matches`' best-placement error (RGB L1 in [-1, 1] units); NaN when every
+  object is simulated. Where the object went is free; that it is still there, solid and of
+  its colour, is what this measures (a faded object scores the floor's difference from it)."""
+  errors, _ = unsimulated_matches(video, example)
+  return _nanmean(errors)
+
+
+#: :func:`unsimulated_presence` scores only the frames where the object-removed video's
+#: :func:`unsimulated_object_l1` exceeds the ground truth's by this much (RGB L1 in [-1, 1]
+#: units; 0.1 is about 13 grey levels): frames where the object is out of view, hidden, or
+#: of the floor's colour cannot tell present from absent.
+PRESENCE_MIN_CONTRAST = 0.1
+
+
+def unsimulated_presence(video, example, absent_video) -> float:
+  """How much of the unsimulated objects is still there, solid, in frames ``1..T-1``: per
+  frame and object ``clip((a - x) / (a - g), 0, 1)`` of :func:`unsimulated_matches`' errors
+  of ``video`` (``x``), of the ground truth (``g``, 1 by construction) and of
+  ``absent_video``, the same scene rendered without the unsimulated objects (``a``, 0; see
+  :func:`composed_vi.world.dataset.video_without_unsimulated`), averaged over the frames
+  where ``a - g >= PRESENCE_MIN_CONTRAST``. An object that faded or broke up scores near 0
+  wherever it went; one carried whole along any path near 1. NaN when every object is
+  simulated or no frame has the contrast."""
+  return _presence(*(unsimulated_matches(v, example)[0]
+                     for v in (video, example.video, absent_video)))
+
+
+def _presence(x, g, a) -> float:
+  return _nanmean(_presence_terms(x, g, a))
+
+
+#: A particle's unsimulated object counts as there, for :func:`unsimulated_motion_spread`, in
+#: the frames where its :func:`unsimulated_presence` term is at least this.
+SOLID_PRESENCE = 0.5
+
+
+def unsimulated_motion_spread(videos, example, absent_video=None) -> float:
+  """How differently the particles ``(N, T, H, W, 3)`` move the unsimulated objects: the mean
+  over frames ``1..T-1``, objects and particle pairs of the distance in pixels between their
+  :func:`unsimulated_matches` positions. Given ``absent_video`` (the scene without those
+  objects), only the pairs where both particles' objects are there (presence term >=
+  :data:`SOLID_PRESENCE`, in a frame with the contrast of :func:`unsimulated_presence`)
+  count: where an object faded, its best placement is wherever the floor looks most like
+  it, and that is not motion. NaN with fewer than 2 particles, no unsimulated object, or no
+  such pair."""
+  videos = np.asarray(videos, np.float32)
+  matches = [unsimulated_matches(v, example) for v in videos]
+  solid = None
+  if absent_video is not None:
+    truth = unsimulated_matches(example.video, example)[0]
+    absent = unsimulated_matches(absent_video, example)[0]
+    solid = np.stack([_presence_terms(m[0], truth, absent) >= SOLID_PRESENCE for m in matches])
+  return _spread(np.stack([m[1] for m in matches]), solid)
+
+
+def _presence_terms(x, g, a) -> np.ndarray:
+  """Per frame and object presence terms of :func:`unsimulated_presence` (NaN where the frame
+  has too little contrast)."""
+  contrast = a - g
+  ok = np.isfinite(x) & np.isfinite(contrast) & (contrast >= PRESENCE_MIN_CONTRAST)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    terms = np.clip((a - x) / np.where(ok, contrast, 1.0), 0.0, 1.0)
+  return np.where(ok, terms, np.nan)
+
+
+def _spread(centres, solid=None) -> float:
+  """Mean pairwise distance of particles' positions ``(N, T - 1, K, 2)``, over the entries
+  where both are ``solid`` ``(N, T - 1, K)`` (every entry when None)."""
+  n = centres.shape[0]
+  if n < 2:
+    return float("nan")
+  dists = []
+  for i in range(n):
+    for j in range(i + 1, n):
+      d = np.linalg.norm(centres[i] - centres[j], axis=-1)
+      if solid is not None:
+        d = np.where(solid[i] & solid[j], d, np.nan)
+      dists.append(d)
+  return _nanmean(np.stack(dists))
+
+
 # ----------------------------------------------------------------------------- validity
 
 #: Default validity thresholds of :func:`validity`, set from the errors of the ground truth, of
@@ -414,7 +566,7 @@ def _nanmean(values) -> float:
   return float(finite.mean()) if finite.size else float("nan")
 
 
-def all_metrics(videos, example, thresholds=None) -> dict:
+def all_metrics(videos, example, thresholds=None, absent_video=None) -> dict:
   """Every world metric of the particles ``videos`` ``(N, T, H, W, 3)`` of one case.
 
   Returns a dict of floats: the means over particles (NaN particles skipped) of
@@ -423,7 +575,12 @@ def all_metrics(videos, example, thresholds=None) -> dict:
   ``valid_track``, ``valid_background`` and ``valid_all`` (:func:`validity`); ``diversity``
   (on :func:`unspecified_region`), ``diversity_everywhere`` and ``unsimulated_diversity``
   (:func:`unsimulated_diversity`; NaN for one particle or no unsimulated object); the
-  ground truth's own ``track_error_floor_px`` and ``consistency_3d_floor``; and
+  ground truth's own ``track_error_floor_px`` and ``consistency_3d_floor``; the unsimulated
+  objects' ``unsimulated_object_l1`` (:func:`unsimulated_object_l1`, mean over particles; the
+  ground truth's ``unsimulated_object_l1_floor``), ``unsimulated_motion_spread``
+  (:func:`unsimulated_motion_spread`, over the solid pairs when ``absent_video`` is given)
+  and, given ``absent_video`` (the scene without them), ``unsimulated_presence``
+  (:func:`unsimulated_presence`, mean over particles; NaN without it); and
   ``num_particles``.
   """
   videos = np.asarray(videos, np.float32)
@@ -449,6 +606,19 @@ def all_metrics(videos, example, thresholds=None) -> dict:
   out["diversity"] = diversity(videos, example)
   out["diversity_everywhere"] = diversity_everywhere(videos)
   out["unsimulated_diversity"] = unsimulated_diversity(videos, example)
+  matches = [unsimulated_matches(v, example) for v in videos]
+  truth = unsimulated_matches(example.video, example)[0]
+  out["unsimulated_object_l1"] = _nanmean([_nanmean(m[0]) for m in matches])
+  out["unsimulated_object_l1_floor"] = _nanmean(truth)
+  centres = np.stack([m[1] for m in matches])
+  out["unsimulated_presence"] = float("nan")
+  out["unsimulated_motion_spread"] = _spread(centres)
+  if absent_video is not None:
+    absent = unsimulated_matches(absent_video, example)[0]
+    terms = [_presence_terms(m[0], truth, absent) for m in matches]
+    out["unsimulated_presence"] = _nanmean([_nanmean(t) for t in terms])
+    out["unsimulated_motion_spread"] = _spread(
+        centres, np.stack([t >= SOLID_PRESENCE for t in terms]))
   out["track_error_floor_px"] = float(floor)
   out["consistency_3d_floor"] = _consistency_score(np.asarray(example.video), pairs)
   out["num_particles"] = float(videos.shape[0])

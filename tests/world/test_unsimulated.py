@@ -131,3 +131,99 @@ def test_demo_target_leaves_the_band_unpinned(pair, monkeypatch):
   assert (captured["pinned"][on] == 0).all()
   assert (captured["repulsion"][on] == 1).all()
   assert (captured["pinned"][0] == 1).all()
+
+
+# ----------------------------------------------------------------------------- presence, motion
+
+
+def _absent(i):
+  return np.asarray(dataset.video_without_unsimulated(dataset.sample_scene(KEYS[i], CFG), CFG))
+
+
+def test_video_without_unsimulated_removes_that_object_only(pair):
+  ex, plain = pair
+  i = int(_cases(ex)[0])
+  one = _one(ex, i)
+  o = int(np.flatnonzero(one.object_valid & ~one.object_simulated)[0])
+  absent = _absent(i)
+  # Its pixels change (the room behind it shows), most of the video does not.
+  on = one.masks[..., o] > 0.5
+  assert np.mean(np.abs(absent - one.video).max(-1)[on] > 0.05) > 0.9
+  # Away from it (3 pixels), the video is unchanged (to rounding: the renders differ in the
+  # order of the objects' terms).
+  far = ~masks.dilate(on, 3, axes=(1, 2))
+  assert np.mean(np.abs(absent - one.video).max(-1)[far] < 1e-5) > 0.99
+  # Every object simulated: the video itself (to rounding: another compilation).
+  flat_scene = dataset.sample_scene(KEYS[i], NONE)
+  np.testing.assert_allclose(
+      np.asarray(dataset.video_without_unsimulated(flat_scene, NONE)), _one(plain, i).video,
+      rtol=0, atol=1e-4)
+
+
+def _paste(one, base, o, shifts):
+  """``base`` with the unsimulated object's frame-0 pixels pasted, in frame ``f >= 1``, at
+  the column shift ``shifts[f - 1]`` (its own rows)."""
+  ys, xs = np.nonzero(one.masks[0, :, :, o] > 0.5)
+  video = base.copy()
+  for f, dx in enumerate(shifts, start=1):
+    video[f, ys, xs + dx] = one.first_frame[ys, xs]
+  return video
+
+
+def test_unsimulated_matches_find_a_carried_object_exactly(pair):
+  ex, plain = pair
+  i = int(_cases(ex)[0])
+  one = _one(ex, i)
+  o = int(np.flatnonzero(one.object_valid & ~one.object_simulated)[0])
+  absent = _absent(i)
+  ys, xs = np.nonzero(one.masks[0, :, :, o] > 0.5)
+  t, w = one.video.shape[0], one.video.shape[2]
+  room = w - 1 - xs.max() if w - 1 - xs.max() >= xs.min() else -xs.min()  # the wider side
+  assert abs(room) >= 6
+  step = int(np.sign(room))
+  # Per frame the first column shift along that side where the object, and a copy 3 columns
+  # further, stay inside the image and off the simulated objects.
+  sim = masks.simulated_region(one)[..., 0] > 0.5
+  shifts = []
+  for f in range(1, t):
+    free = [d for d in range(1, abs(room) - 2)
+            if not sim[f, ys, xs + step * d].any() and not sim[f, ys, xs + step * (d + 3)].any()]
+    assert free, f
+    shifts.append(step * free[0])
+  carried = _paste(one, absent, o, shifts)
+  errors, centres = wm.unsimulated_matches(carried, one)
+  assert errors.shape == (t - 1, 1)
+  np.testing.assert_array_equal(errors[:, 0], 0.0)
+  np.testing.assert_allclose(centres[:, 0, 0], xs.mean() + np.asarray(shifts) + 0.5, atol=1e-5)
+  np.testing.assert_allclose(centres[:, 0, 1], ys.mean() + 0.5, atol=1e-5)
+  # Presence: 1 for the truth and for the carried object, 0 for the room without it.
+  assert wm.unsimulated_presence(one.video, one, absent) == 1.0
+  assert wm.unsimulated_presence(carried, one, absent) == 1.0
+  assert wm.unsimulated_presence(absent, one, absent) == 0.0
+  assert wm.unsimulated_object_l1(carried, one) == 0.0
+  assert wm.unsimulated_object_l1(absent, one) > 0.1
+  # Motion spread: two particles carrying it 3 columns apart score 3 px; a particle where
+  # it is gone pairs with nothing once the absent video says so.
+  other = _paste(one, absent, o, [s + 3 * step for s in shifts])
+  assert wm.unsimulated_motion_spread(np.stack([carried, other]), one) == pytest.approx(3.0)
+  assert wm.unsimulated_motion_spread(np.stack([carried, other]), one, absent) == (
+      pytest.approx(3.0))
+  assert np.isnan(wm.unsimulated_motion_spread(np.stack([carried, absent]), one, absent))
+  assert np.isfinite(wm.unsimulated_motion_spread(np.stack([carried, absent]), one))
+  # all_metrics reports them (presence only given the absent video).
+  m = wm.all_metrics(np.stack([carried, other]), one, absent_video=absent)
+  assert m["unsimulated_presence"] == 1.0
+  assert m["unsimulated_object_l1"] == 0.0
+  assert m["unsimulated_motion_spread"] == pytest.approx(3.0)
+  assert np.isnan(wm.all_metrics(np.stack([carried, other]), one)["unsimulated_presence"])
+
+
+def test_unsimulated_metrics_are_nan_when_every_object_is_simulated(pair):
+  _, plain = pair
+  flat = _one(plain, int(_cases(pair[0])[0]))
+  videos = np.stack([flat.video] * 2)
+  m = wm.all_metrics(videos, flat, absent_video=flat.video)
+  for k in ("unsimulated_presence", "unsimulated_object_l1", "unsimulated_motion_spread",
+            "unsimulated_object_l1_floor"):
+    assert np.isnan(m[k]), k
+  assert wm.unsimulated_matches(flat.video, flat)[0].shape == (flat.video.shape[0] - 1, 0)

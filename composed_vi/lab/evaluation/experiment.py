@@ -47,7 +47,7 @@ from composed_vi.lab.evaluation.methods import (
   methods_from_config,
   sampler_options,
 )
-from composed_vi.lab.evaluation.splits import Case, case_example, cases
+from composed_vi.lab.evaluation.splits import Case, case_absent_video, case_example, cases
 from composed_vi.sampling import build_options
 from composed_vi.world import dataset
 from composed_vi.world import demo as world_demo
@@ -99,8 +99,11 @@ def validate(config) -> tuple[list[Case], list[Method], dict]:
 
 def _same_metrics(a: dict, b: dict) -> str | None:
   """``None`` when every metric of ``a`` equals ``b``'s exactly (NaN equals NaN), else the
-  first that differs, as text."""
+  first that differs, as text. Metrics ``b`` lacks (added since its run) are not compared;
+  the reused rows go on lacking them (NaN in the table)."""
   for k, v in a.items():
+    if k not in b:
+      continue
     w = b.get(k)
     if isinstance(v, float) and isinstance(w, float) and math.isnan(v) and math.isnan(w):
       continue
@@ -115,19 +118,21 @@ def _nanmean(values) -> float:
 
 
 def _sample_row(sampler, method: Method, case: Case, ci: int, example: dataset.Example, key,
-                workdir: str, gallery, compiled: set, seeds: int = 1) -> dict:
+                workdir: str, gallery, compiled: set, seeds: int = 1,
+                absent_video=None) -> dict:
   """Samples ``method`` on one case with ``seeds`` sampler seeds and scores it: its
   ``results.jsonl`` row holds each metric's mean over the seeds (so the intervals stay over
   cases, and diversity is measured within each seed's population); ``seconds`` per seed (the
   first call of a method in a process, tracked in ``compiled``, includes its compilation). The
-  first seed's samples of a ``gallery`` case are written beside."""
+  first seed's samples of a ``gallery`` case are written beside. ``absent_video`` (the case
+  without its unsimulated objects) gives the unsimulated object's presence."""
   per_seed, seconds, samples = [], 0.0, None
   for s in range(int(seeds)):
     t0 = time.perf_counter()
     # Seed 0 is the case's key itself (the rows of one-seed runs are unchanged).
     out = sampler(method, example, key if s == 0 else jax.random.fold_in(key, s))
     seconds += time.perf_counter() - t0
-    per_seed.append(wm.all_metrics(out, example))
+    per_seed.append(wm.all_metrics(out, example, absent_video=absent_video))
     samples = out if samples is None else samples
   metrics = {k: _nanmean([m[k] for m in per_seed]) for k in per_seed[0]}
   row = dict(case=case.name, case_index=ci, method=method.name, seconds=seconds / len(per_seed),
@@ -184,7 +189,8 @@ def reuse_rows(config, workdir: str, case_list, methods, done, sampler, scene_co
       ci = index[case.name]
       key = jax.random.fold_in(jax.random.key(config.seed), ci)
       row = _sample_row(sampler, method, case, ci, case_example(case, scene_config), key,
-                        workdir, gallery, compiled, config.seeds_per_case)
+                        workdir, gallery, compiled, config.seeds_per_case,
+                        case_absent_video(case, scene_config))
       checked.append(row)
       metrics = {k: v for k, v in row.items() if k not in ("seconds", "includes_compile")}
       differs = _same_metrics(metrics, old_rows[(case.name, method.name)])
@@ -247,10 +253,11 @@ def run(config, workdir: str) -> dict:
     if not pending:
       continue
     example = case_example(case, scene_config)
+    absent = case_absent_video(case, scene_config)
     key = jax.random.fold_in(jax.random.key(config.seed), ci)
     for method in pending:
       row = _sample_row(sampler, method, case, ci, example, key, workdir, gallery, compiled,
-                        config.seeds_per_case)
+                        config.seeds_per_case, absent)
       rows.append(row)
       io.write_text(results, "".join(json.dumps(r) + "\n" for r in rows))
       left = sum(1 for c in case_list[ci + 1:] for m in methods

@@ -87,6 +87,8 @@ METRICS = (
     ("consistency_3d", "lower", "3D consistency error"),
     ("diversity", "higher", "diversity (unspecified)"),
     ("unsimulated_diversity", "higher", "diversity (unsimulated object's band)"),
+    ("unsimulated_presence", "higher", "unsimulated object present"),
+    ("unsimulated_motion_spread", "higher", "unsimulated object's motion spread (px)"),
     ("valid_all", "higher", "valid particles"),
     ("seconds", "lower", "seconds per case"),
 )

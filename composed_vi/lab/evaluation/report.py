@@ -28,7 +28,7 @@ from composed_vi.lab.evaluation.splits import case_example
 
 def _digits(metric: str) -> int:
   """Decimals of a metric's means in the table."""
-  return 2 if metric in ("track_error_px", "seconds") else 3
+  return 2 if metric in ("track_error_px", "seconds", "unsimulated_motion_spread") else 3
 
 
 def _fmt(x: float, metric: str, diff: bool = False) -> str:

@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 
 import jax
+import numpy as np
 
 from composed_vi.errors import check_choice, fail
 from composed_vi.world import dataset, scene
@@ -52,8 +53,8 @@ def cases(split_config, split: str) -> list[Case]:
   return out
 
 
-def case_example(case: Case, scene_config) -> dataset.Example:
-  """The world example of a case (numpy arrays; deterministic)."""
+def case_scene(case: Case, scene_config) -> scene.Scene:
+  """The world scene of a case (deterministic)."""
   cam_config = dataclasses.replace(scene_config, camera_kinds=(case.camera_kind,))
   # The simulation seed also decides which rolling object (if any) is left out of the
   # simulation control, as scene.sample_scene does with its key.
@@ -61,7 +62,18 @@ def case_example(case: Case, scene_config) -> dataset.Example:
   objects = scene.choose_unsimulated(jax.random.fold_in(objects_key, 7),
                                      scene.sample_objects(objects_key, scene_config),
                                      scene_config.unsimulated_probability)
-  sc = scene.Scene(scene.sample_camera(jax.random.key(case.camera_seed), cam_config), objects,
-                   scene.sample_background(jax.random.key(case.background_seed)))
-  ex = dataset.example_from_scene(sc, scene_config)
-  return dataset.to_numpy(ex)
+  return scene.Scene(scene.sample_camera(jax.random.key(case.camera_seed), cam_config),
+                     objects, scene.sample_background(jax.random.key(case.background_seed)))
+
+
+def case_example(case: Case, scene_config) -> dataset.Example:
+  """The world example of a case (numpy arrays; deterministic)."""
+  return dataset.to_numpy(dataset.example_from_scene(case_scene(case, scene_config),
+                                                     scene_config))
+
+
+def case_absent_video(case: Case, scene_config) -> np.ndarray:
+  """The case's video without its unsimulated objects
+  (:func:`composed_vi.world.dataset.video_without_unsimulated`), numpy."""
+  return np.asarray(dataset.video_without_unsimulated(case_scene(case, scene_config),
+                                                      scene_config))

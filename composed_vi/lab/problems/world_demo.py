@@ -63,7 +63,7 @@ def report(config, example: dataset.Example, samples: np.ndarray, workdir: str) 
   left_out = [f"{scene.COLOUR_NAMES[int(c)]} {controls.SHAPE_WORDS[int(sh)]}"
               for c, sh, ok, sim in zip(example.colours, example.shapes, example.object_valid,
                                         example.object_simulated) if ok and not sim]
-  metrics = demo.evaluate(example, samples)
+  metrics = demo.evaluate(example, samples, demo.scene_absent_video(config))
   out.update(metrics)
   sections = [
       dict(heading="Controls", text=f"caption: {caption}\nscene seed: {config.world.scene_seed}"
