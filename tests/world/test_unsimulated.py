@@ -136,16 +136,19 @@ def test_demo_target_leaves_the_band_unpinned(pair, monkeypatch):
 # ----------------------------------------------------------------------------- presence, motion
 
 
-def _absent(i):
-  return np.asarray(dataset.video_without_unsimulated(dataset.sample_scene(KEYS[i], CFG), CFG))
+def _first_unsimulated(ex):
+  """``(i, example, slot, video without the object)`` of the first case with an unsimulated
+  object."""
+  i = int(_cases(ex)[0])
+  one = _one(ex, i)
+  o = int(np.flatnonzero(one.object_valid & ~one.object_simulated)[0])
+  absent = dataset.video_without_unsimulated(dataset.sample_scene(KEYS[i], CFG), CFG)
+  return i, one, o, np.asarray(absent)
 
 
 def test_video_without_unsimulated_removes_that_object_only(pair):
   ex, plain = pair
-  i = int(_cases(ex)[0])
-  one = _one(ex, i)
-  o = int(np.flatnonzero(one.object_valid & ~one.object_simulated)[0])
-  absent = _absent(i)
+  i, one, o, absent = _first_unsimulated(ex)
   # Its pixels change (the room behind it shows), most of the video does not.
   on = one.masks[..., o] > 0.5
   assert np.mean(np.abs(absent - one.video).max(-1)[on] > 0.05) > 0.9
@@ -171,11 +174,7 @@ def _paste(one, base, o, shifts):
 
 
 def test_unsimulated_matches_find_a_carried_object_exactly(pair):
-  ex, plain = pair
-  i = int(_cases(ex)[0])
-  one = _one(ex, i)
-  o = int(np.flatnonzero(one.object_valid & ~one.object_simulated)[0])
-  absent = _absent(i)
+  _, one, o, absent = _first_unsimulated(pair[0])
   ys, xs = np.nonzero(one.masks[0, :, :, o] > 0.5)
   t, w = one.video.shape[0], one.video.shape[2]
   room = w - 1 - xs.max() if w - 1 - xs.max() >= xs.min() else -xs.min()  # the wider side
