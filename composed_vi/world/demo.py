@@ -262,17 +262,13 @@ def build_target(example: dataset.Example, backbones: dict, composition: Composi
     raise ConfigError(f"demo: {e}") from None
 
 
-def _finite_mean(values) -> float:
-  finite = [float(v) for v in values if np.isfinite(v)]
-  return float(np.mean(finite)) if finite else float("nan")
-
-
 def evaluate(example: dataset.Example, samples: np.ndarray, absent_video=None) -> dict:
   """Per-particle control errors against the scene's ground truth (means over particles);
   given ``absent_video`` (:func:`scene_absent_video`), the unsimulated object's presence and
   the spread of its motion over the particles where it is there
   (:func:`composed_vi.world.metrics.unsimulated_presence`)."""
   video = example.video
+  unsimulated = wm.unsimulated_metrics(samples, example, absent_video)
   # Background seen in the first frame (the 3D cache), outside every object.
   vis = example.visibility * (1 - example.object_region) * (1 - unsimulated_band(example))
   bg = np.sum(np.abs(samples - video[None]) * vis[None]) / max(
@@ -285,12 +281,8 @@ def evaluate(example: dataset.Example, samples: np.ndarray, absent_video=None) -
       object_l1=float(np.mean([wm.object_l1(v, example) for v in samples])),
       diversity_unspecified_l1=wm.diversity(samples, example),
       diversity_unsimulated_l1=wm.unsimulated_diversity(samples, example),
-      unsimulated_object_l1=_finite_mean(
-          [wm.unsimulated_object_l1(v, example) for v in samples]),
-      unsimulated_presence=_finite_mean(
-          [wm.unsimulated_presence(v, example, absent_video) for v in samples]
-          if absent_video is not None else []),
-      unsimulated_motion_spread=wm.unsimulated_motion_spread(samples, example, absent_video),
+      **{k: unsimulated[k] for k in ("unsimulated_object_l1", "unsimulated_presence",
+                                     "unsimulated_motion_spread")},
       # Texture on those pixels, beside the ground truth's: diversity that is noise scores
       # above the ground truth, blur below it.
       high_frequency_unspecified=wm.high_frequency_energy(samples, example),

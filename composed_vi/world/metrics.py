@@ -351,11 +351,7 @@ def high_frequency_energy(videos, example=None, region=None) -> float:
 
 
 def _unsimulated_slots(example) -> np.ndarray:
-  valid = np.asarray(example.object_valid, bool)
-  flags = getattr(example, "object_simulated", None)
-  if flags is None:
-    return np.zeros_like(valid)
-  return valid & ~np.asarray(flags, bool)
+  return np.asarray(example.object_valid, bool) & ~_simulated_slots(example)
 
 
 def unsimulated_matches(video, example, min_overlap: float = 0.5):
@@ -371,8 +367,8 @@ def unsimulated_matches(video, example, min_overlap: float = 0.5):
 
   A video that moves the object as one solid piece (any path along the band) scores the
   shading and scale change of the object only (the ground truth's own score,
-  ``unsimulated_object_floor`` of :func:`all_metrics`); a video where it faded or broke up
-  scores what the floor or a fragment gives.
+  ``unsimulated_object_l1_floor`` of :func:`unsimulated_metrics`); a video where it faded or
+  broke up scores what the floor or a fragment gives.
 
   Returns:
     ``errors`` ``(T - 1, K)`` and ``centres`` ``(T - 1, K, 2)`` (pixel ``(u, v)``, the
@@ -463,14 +459,31 @@ def unsimulated_motion_spread(videos, example, absent_video=None) -> float:
   count: where an object faded, its best placement is wherever the floor looks most like
   it, and that is not motion. NaN with fewer than 2 particles, no unsimulated object, or no
   such pair."""
+  return unsimulated_metrics(videos, example, absent_video)["unsimulated_motion_spread"]
+
+
+def unsimulated_metrics(videos, example, absent_video=None) -> dict:
+  """The unsimulated objects' metrics of particles ``(N, T, H, W, 3)``, from one
+  :func:`unsimulated_matches` per video: ``unsimulated_object_l1`` (mean over particles of
+  :func:`unsimulated_object_l1`), the ground truth's ``unsimulated_object_l1_floor``,
+  ``unsimulated_motion_spread`` (:func:`unsimulated_motion_spread`) and, given
+  ``absent_video``, ``unsimulated_presence`` (mean over particles of
+  :func:`unsimulated_presence`; NaN without it)."""
   videos = np.asarray(videos, np.float32)
   matches = [unsimulated_matches(v, example) for v in videos]
-  solid = None
+  truth = unsimulated_matches(example.video, example)[0]
+  centres = np.stack([m[1] for m in matches])
+  out = dict(unsimulated_object_l1=_nanmean([_nanmean(m[0]) for m in matches]),
+             unsimulated_object_l1_floor=_nanmean(truth),
+             unsimulated_presence=float("nan"),
+             unsimulated_motion_spread=_spread(centres))
   if absent_video is not None:
-    truth = unsimulated_matches(example.video, example)[0]
     absent = unsimulated_matches(absent_video, example)[0]
-    solid = np.stack([_presence_terms(m[0], truth, absent) >= SOLID_PRESENCE for m in matches])
-  return _spread(np.stack([m[1] for m in matches]), solid)
+    terms = [_presence_terms(m[0], truth, absent) for m in matches]
+    out["unsimulated_presence"] = _nanmean([_nanmean(t) for t in terms])
+    out["unsimulated_motion_spread"] = _spread(
+        centres, np.stack([t >= SOLID_PRESENCE for t in terms]))
+  return out
 
 
 def _presence_terms(x, g, a) -> np.ndarray:
@@ -576,12 +589,8 @@ def all_metrics(videos, example, thresholds=None, absent_video=None) -> dict:
   (on :func:`unspecified_region`), ``diversity_everywhere`` and ``unsimulated_diversity``
   (:func:`unsimulated_diversity`; NaN for one particle or no unsimulated object); the
   ground truth's own ``track_error_floor_px`` and ``consistency_3d_floor``; the unsimulated
-  objects' ``unsimulated_object_l1`` (:func:`unsimulated_object_l1`, mean over particles; the
-  ground truth's ``unsimulated_object_l1_floor``), ``unsimulated_motion_spread``
-  (:func:`unsimulated_motion_spread`, over the solid pairs when ``absent_video`` is given)
-  and, given ``absent_video`` (the scene without them), ``unsimulated_presence``
-  (:func:`unsimulated_presence`, mean over particles; NaN without it); and
-  ``num_particles``.
+  objects' metrics of :func:`unsimulated_metrics` (``absent_video``, the scene without them,
+  gives their presence); and ``num_particles``.
   """
   videos = np.asarray(videos, np.float32)
   if videos.ndim != 5:
@@ -606,19 +615,7 @@ def all_metrics(videos, example, thresholds=None, absent_video=None) -> dict:
   out["diversity"] = diversity(videos, example)
   out["diversity_everywhere"] = diversity_everywhere(videos)
   out["unsimulated_diversity"] = unsimulated_diversity(videos, example)
-  matches = [unsimulated_matches(v, example) for v in videos]
-  truth = unsimulated_matches(example.video, example)[0]
-  out["unsimulated_object_l1"] = _nanmean([_nanmean(m[0]) for m in matches])
-  out["unsimulated_object_l1_floor"] = _nanmean(truth)
-  centres = np.stack([m[1] for m in matches])
-  out["unsimulated_presence"] = float("nan")
-  out["unsimulated_motion_spread"] = _spread(centres)
-  if absent_video is not None:
-    absent = unsimulated_matches(absent_video, example)[0]
-    terms = [_presence_terms(m[0], truth, absent) for m in matches]
-    out["unsimulated_presence"] = _nanmean([_nanmean(t) for t in terms])
-    out["unsimulated_motion_spread"] = _spread(
-        centres, np.stack([t >= SOLID_PRESENCE for t in terms]))
+  out.update(unsimulated_metrics(videos, example, absent_video))
   out["track_error_floor_px"] = float(floor)
   out["consistency_3d_floor"] = _consistency_score(np.asarray(example.video), pairs)
   out["num_particles"] = float(videos.shape[0])
