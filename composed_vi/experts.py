@@ -274,3 +274,48 @@ def to_vp_predictor(expert: Expert, prediction: str) -> Callable:
     return {"eps": eps, "x0": x0, "v": alpha * eps - sigma * x0}[prediction]
 
   return predict_fn
+
+
+@pytree.dataclass
+class NoiseMatched(Expert):
+  """Queries ``expert`` on an input re-noised to the level it was trained at.
+
+  In the raw-weight product (METHOD.md section 3) a coordinate of total weight ``W`` has noise
+  ``t / sqrt(W)`` at level ``t``, where every backbone was trained on inputs noisy at ``t``
+  everywhere. This expert adds ``t * extra * eps`` (``extra = sqrt(1 - 1 / W)``, fresh
+  standard-normal ``eps`` per level, particle and coordinate) before the query, so that the
+  backbone sees its own noise level at every coordinate, and returns the velocity and score
+  *at* ``x`` that predict the backbone's clean estimate ``x0_hat`` of the re-noised input.
+  The noise is a function of ``key`` and the level alone: a run is deterministic.
+  """
+
+  expert: Any
+  extra: Any
+  key: Any
+
+  @property
+  def shape(self):
+    return self.expert.shape
+
+  @property
+  def support(self):
+    return self.expert.support
+
+  def _x0(self, x, t):
+    t = jnp.asarray(t, jnp.float32)
+    key = jax.random.fold_in(jax.random.wrap_key_data(self.key),
+                             jax.lax.bitcast_convert_type(t, jnp.uint32))
+    eps = jax.random.normal(key, x.shape, jnp.float32)
+    x_query = x + t * self.extra * eps
+    return paths.x0_from_velocity(x_query, t, self.expert.velocity(x_query, t))
+
+  def velocity(self, x, t):
+    return paths.velocity_from_x0(x, t, self._x0(x, t))
+
+
+def noise_matched(expert: Expert, total_weight, seed: int = 0) -> NoiseMatched:
+  """``expert`` queried at its own noise level in a product of total weight ``total_weight``
+  (an array broadcastable to the event shape, >= 1 where the expert has support)."""
+  total = jnp.asarray(total_weight, jnp.float32)
+  extra = jnp.sqrt(jnp.clip(1.0 - 1.0 / jnp.maximum(total, 1e-6), 0.0, 1.0))
+  return NoiseMatched(expert, extra, jax.random.key_data(jax.random.key(seed)))

@@ -52,6 +52,7 @@ def composition(**overrides) -> ml_collections.ConfigDict:
       object_dilation=1,  # pixels added around the object region
       guidance_scale=1.0,  # CFG of the text-conditioned backbones
       normalize_weights=False,  # weights divided by their sum per pixel
+      matched_queries="",  # backbones (kinds) queried re-noised to their own level
   ))
   return _override(c, overrides, "composition: unknown field")
 

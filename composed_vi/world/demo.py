@@ -89,6 +89,9 @@ class Composition:
     object_dilation: pixels added around the object region.
     guidance_scale: classifier-free guidance of the text-conditioned backbones.
     normalize_weights: weights summing to 1 at every pixel (``compose(normalize=True)``).
+    matched_queries: the backbones (comma-separated kinds, e.g. ``'i2v'``) queried on the
+      particles re-noised to their own noise level where the product's is lower
+      (:class:`composed_vi.experts.NoiseMatched`); ``''``: none.
   """
 
   camera_weight: float = 1.0
@@ -116,6 +119,9 @@ class Composition:
   # preconditions its steps by 1 / W instead (docs/journal.md, "preconditioned steps"). True
   # divides the weights by their sum per pixel (compose(normalize=True), temperature 1).
   normalize_weights: bool = False
+  # Backbones (comma-separated kinds) queried on an input re-noised to their own level t where
+  # the product's noise is t / sqrt(W) (experts.NoiseMatched); the weights are unchanged.
+  matched_queries: str = ""
 
   @classmethod
   def from_config(cls, config) -> "Composition":
@@ -144,7 +150,17 @@ class Composition:
     check_positive_float("guidance_scale", self.guidance_scale)
     if not isinstance(self.normalize_weights, bool):
       fail("normalize_weights", "True or False", self.normalize_weights)
+    if not isinstance(self.matched_queries, str) or not set(
+        self.matched_kinds) <= set(BACKBONES):
+      fail("matched_queries", f"comma-separated kinds among {list(BACKBONES)} ('' for none)",
+           self.matched_queries)
     return self
+
+  @property
+  def matched_kinds(self) -> tuple:
+    if not isinstance(self.matched_queries, str):
+      return ()
+    return tuple(k.strip() for k in self.matched_queries.split(",") if k.strip())
 
 
 def load_backbones(folders: dict, kinds=BACKBONES, field: str = "backbones") -> dict:
@@ -256,8 +272,15 @@ def build_target(example: dataset.Example, backbones: dict, composition: Composi
     free = free * (1.0 - vacated * (1.0 - band))
   free[0] = 0.0
   try:
-    return compose(exps, weights, repulsion_mask=free, normalize=composition.normalize_weights,
-                   pinned_mask=visibility)
+    target = compose(exps, weights, repulsion_mask=free,
+                     normalize=composition.normalize_weights, pinned_mask=visibility)
+    if composition.matched_kinds:
+      total = target.total_weight
+      target = dataclasses.replace(target, experts=tuple(
+          experts.noise_matched(e, total) if i < len(BACKBONES)
+          and BACKBONES[i] in composition.matched_kinds else e
+          for i, e in enumerate(target.experts)))
+    return target
   except ConfigError as e:
     raise ConfigError(f"demo: {e}") from None
 

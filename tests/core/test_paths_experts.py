@@ -336,3 +336,42 @@ def test_preconditioning_skip_is_the_gaussian_posterior_mean(t):
     xt = (1 - t) * x0 + t * rng.normal(size=x0.size)
     c_skip, c_out = paths.preconditioning(t, s)
     assert np.std((x0 - c_skip * xt) / c_out) == pytest.approx(1.0, rel=0.01)
+
+
+# --- noise-matched queries -----------------------------------------------------------------------
+
+
+def test_noise_matched_is_the_expert_where_the_product_is_as_noisy_as_it():
+  g = experts.Gaussian(_normal(0, (4, 3)), 0.5)
+  x = _normal(1, (5, 4, 3))
+  total = np.array([1.0, 4.0, 16.0], np.float32)  # one per channel
+  matched = experts.noise_matched(g, total)
+  np.testing.assert_allclose(np.asarray(matched.extra),
+                             np.sqrt(1.0 - 1.0 / total), rtol=1e-6)
+  v_ref = np.asarray(_velocity(g, x, 0.4))
+  v = np.asarray(_velocity(matched, x, 0.4))
+  # W = 1: nothing added, the expert's own velocity (to float32 round-off).
+  np.testing.assert_allclose(v[..., 0], v_ref[..., 0], atol=1e-5)
+  assert np.abs(v[..., 1:] - v_ref[..., 1:]).max() > 0.05
+  # A function of the key and the level alone.
+  np.testing.assert_array_equal(v, np.asarray(_velocity(matched, x, 0.4)))
+  assert np.abs(v - np.asarray(_velocity(matched, x, 0.41))).max() > 0.05
+
+
+@pytest.mark.parametrize("t", (0.2, 0.7))
+def test_noise_matched_is_unbiased_for_a_linear_posterior_mean(t):
+  """A Gaussian's posterior mean is linear in the input, so the re-noised query's velocity at
+  ``x`` averages, over the added noise, to the expert's velocity at ``x`` (exact answer)."""
+  std = 0.5
+  g = experts.Gaussian(_normal(0, (6,)), std)
+  x = _normal(1, (3, 6))
+  base = experts.noise_matched(g, 9.0)
+  keys = jax.vmap(lambda i: jax.random.key_data(jax.random.key(i)))(jnp.arange(4000))
+  batch = jax.vmap(lambda k: experts.NoiseMatched(g, base.extra, k).velocity(x, t))(keys)
+  mean = np.asarray(jnp.mean(batch, 0))
+  # x0_hat = a x + b with a = (1 - t) s^2 / ((1 - t)^2 s^2 + t^2); v = (x - x0_hat) / t, so the
+  # added noise t * c * eps moves v by a * c * eps.
+  a = (1 - t) * std**2 / ((1 - t) ** 2 * std**2 + t**2)
+  spread = a * float(base.extra)
+  np.testing.assert_allclose(np.asarray(batch).std(0), spread, rtol=0.1)
+  np.testing.assert_allclose(mean, np.asarray(_velocity(g, x, t)), atol=5 * spread / np.sqrt(4000))

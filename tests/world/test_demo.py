@@ -385,3 +385,32 @@ def test_first_frame_weights_leave_frame_0_to_the_image_backbone():
   for name in ("first_frame_others_weight", "first_frame_context_weight"):
     with pytest.raises(ConfigError, match=name):
       world_demo.Composition(**{name: -1.0}).validate()
+
+
+def test_matched_queries_renoise_the_named_backbones_to_the_products_noise():
+  from composed_vi import experts
+  from composed_vi.world import demo as world_demo
+  from composed_vi.world.masks import unsimulated_band
+
+  example = _first_scene(lambda e: unsimulated_band(e).any())
+  backbones = _random_backbones()
+  default = world_demo.build_target(example, backbones, world_demo.Composition())
+  target = world_demo.build_target(example, backbones,
+                                   world_demo.Composition(matched_queries="i2v, sim2v"))
+  kinds = dict(zip(world_demo.BACKBONES, target.experts))
+  assert isinstance(kinds["i2v"], experts.NoiseMatched)
+  assert isinstance(kinds["sim2v"], experts.NoiseMatched)
+  assert not isinstance(kinds["cam2v"], experts.NoiseMatched)
+  assert type(kinds["i2v"].expert) is type(default.experts[0])
+  total = np.asarray(default.total_weight)
+  np.testing.assert_allclose(np.asarray(kinds["i2v"].extra), np.sqrt(1 - 1 / total),
+                             rtol=1e-6)
+  assert np.asarray(kinds["i2v"].extra).max() > 0.9  # the context-pinned background
+  # The weights are the default's; the band (the image backbone's alone) is not re-noised.
+  for a, b in zip(target.weights, default.weights):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  band = np.broadcast_to(unsimulated_band(example), total.shape) * (total == 1)
+  assert band.any() and np.all(np.asarray(kinds["i2v"].extra)[band > 0] == 0)
+  for bad in ("t2v", True):
+    with pytest.raises(ConfigError, match="matched_queries"):
+      world_demo.Composition(matched_queries=bad).validate()
