@@ -10,8 +10,9 @@ Cases are ``backgrounds x cameras x simulations`` of a split, all from the seeds
 states its history); ``test2`` (48 cases, fresh seeds, every case with an object left out of
 the simulation) was evaluated once, for the table of 2026-12-07; ``test3`` (made the same way)
 was evaluated once after the drive's switch (2026-12-07); ``test4`` (made the same way) was
-evaluated once after the context's weight went to 24 (2026-12-07, fourth session); a next
-default needs a next fresh split. The demo's
+evaluated once after the context's weight went to 24 (2026-12-07, fourth session), and
+scored again with metrics only (fifth session); ``test5`` (24 cases, made the same way) is for
+the table with two seeds per case (sixth session); a next default needs a next fresh split. The demo's
 composition defaults and every sampler setting below are chosen on ``dev`` (and on the demo
 scene) only. The world's training data come from
 ``jax.random.fold_in(key(1), i)`` splits (configs/train_tiny.py), never from these seeds.
@@ -34,6 +35,8 @@ SIMULATIONS_TEST2 = (402, 406)
 SIMULATIONS_TEST3 = (602, 604)
 #: The same, scanning from 801 (2026-12-07, fourth session), for ``test4``.
 SIMULATIONS_TEST4 = (804, 805)
+#: The same, scanning from 1001 (2026-12-07, sixth session), for ``test5``.
+SIMULATIONS_TEST5 = (1002, 1003)
 
 
 def _method(experts, sampler, description, context=True, options=None, composition=None):
@@ -171,6 +174,11 @@ def get_config(arg=None):
       test4=dict(backgrounds=(701, 702, 703, 704),
                  cameras=("static", "pan_left", "pan_right", "dolly_in", "dolly_out", "orbit"),
                  simulations=SIMULATIONS_TEST4, camera_seed_base=11100),
+      # The next, made when test4 had been evaluated (2026-12-07, sixth session): 24 cases,
+      # for a table with two seeds per case (seeds_per_case=2) in the time one session has.
+      test5=dict(backgrounds=(901, 902),
+                 cameras=("static", "pan_left", "pan_right", "dolly_in", "dolly_out", "orbit"),
+                 simulations=SIMULATIONS_TEST5, camera_seed_base=13100),
   ))
   if arg == "smoke":
     c.max_cases = 2
