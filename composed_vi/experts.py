@@ -315,7 +315,8 @@ class NoiseMatched(Expert):
 
 def noise_matched(expert: Expert, total_weight, seed: int = 0) -> NoiseMatched:
   """``expert`` queried at its own noise level in a product of total weight ``total_weight``
-  (an array broadcastable to the event shape, >= 1 where the expert has support)."""
+  (an array broadcastable to the event shape); where it is 1 or less nothing is added (the
+  product is as noisy as the expert there, or noisier)."""
   total = jnp.asarray(total_weight, jnp.float32)
   extra = jnp.sqrt(jnp.clip(1.0 - 1.0 / jnp.maximum(total, 1e-6), 0.0, 1.0))
   return NoiseMatched(expert, extra, jax.random.key_data(jax.random.key(seed)))

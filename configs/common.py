@@ -44,7 +44,7 @@ def composition(**overrides) -> ml_collections.ConfigDict:
       image_object_weight=0.0,  # the image backbone on the object region after frame 0
       context_weight=24.0,  # the 3D-cache context expert (0: none)
       band_context_weight=0.0,  # ... on the room seen in an unsimulated object's band
-      vacated_sim_weight=0.0,  # the simulation backbone where its objects are not now
+      vacated_sim_weight=1.0,  # the simulation backbone where its objects are not now
       vacated_image_weight=1.0,  # ... and the image backbone's weight there
       first_frame_others_weight=1.0,  # camera and simulation backbones on frame 0, relative
       first_frame_context_weight=1.0,  # the context expert on frame 0, relative
@@ -52,7 +52,7 @@ def composition(**overrides) -> ml_collections.ConfigDict:
       object_dilation=1,  # pixels added around the object region
       guidance_scale=1.0,  # CFG of the text-conditioned backbones
       normalize_weights=False,  # weights divided by their sum per pixel
-      matched_queries="",  # backbones (kinds) queried re-noised to their own level
+      matched_queries="i2v",  # backbones (kinds) queried re-noised to their own level
   ))
   return _override(c, overrides, "composition: unknown field")
 

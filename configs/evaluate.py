@@ -12,9 +12,9 @@ the simulation) was evaluated once, for the table of 2026-12-07; ``test3`` (made
 was evaluated once after the drive's switch (2026-12-07); ``test4`` (made the same way) was
 evaluated once after the context's weight went to 24 (2026-12-07, fourth session), and
 scored again with metrics only (fifth session); ``test5`` (24 cases, made the same way) is for
-the table with two seeds per case (sixth session); a next default needs a next fresh split. The demo's
-composition defaults and every sampler setting below are chosen on ``dev`` (and on the demo
-scene) only. The world's training data come from
+the table with two seeds per case (sixth session); a next default needs a next fresh split.
+The demo's composition defaults and every sampler setting below are chosen on ``dev`` (and on
+the demo scene) only. The world's training data come from
 ``jax.random.fold_in(key(1), i)`` splits (configs/train_tiny.py), never from these seeds.
 
 ``method_specs`` declares every method and ablation (``experts``: ``composed`` or one backbone

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from composed_vi import experts as cvi_experts
 from composed_vi.lab import long_video as lv
 from composed_vi.world import backbones as tb
 from composed_vi.world import controls
@@ -163,6 +164,12 @@ def test_chain_passes_last_frame(truth, segments, backbones, variant):
 
   def fake_sample(key, target):
     i2v = target.experts[world_demo.BACKBONES.index("i2v")]
+    if composition.matched_kinds:  # re-noised outside the per-chain expert, from the final
+      assert isinstance(i2v, cvi_experts.NoiseMatched)  # weights (last_frame_only: no context)
+      total = np.asarray(target.total_weight)  # (nothing added where W < 1)
+      np.testing.assert_allclose(np.asarray(i2v.extra),
+                                 np.sqrt(np.clip(1 - 1 / total, 0, 1)), rtol=1e-6)
+      i2v = i2v.expert
     condition, pin_value = i2v.values  # both carry each chain's first frame
     np.testing.assert_array_equal(pin_value[:, 0], condition[:, 0, :, :, :3])
     seen.append((np.asarray(condition[:, 0, :, :, :3]), target))
@@ -172,6 +179,7 @@ def test_chain_passes_last_frame(truth, segments, backbones, variant):
     return x
 
   composition = world_demo.Composition()
+  assert composition.matched_kinds == ("i2v",)  # the default
   videos, firsts = lvc.chain(jax.random.key(0), segments, variant, n, backbones, composition,
                              fake_sample)
   assert videos.shape == (n,) + truth.video.shape

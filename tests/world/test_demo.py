@@ -280,7 +280,8 @@ def test_vacated_weights_give_the_simulation_where_its_objects_are_not_now():
 
   example = _first_scene(moves)
   backbones = _random_backbones()
-  default = world_demo.build_target(example, backbones, world_demo.Composition())
+  default = world_demo.build_target(example, backbones,
+                                    world_demo.Composition(vacated_sim_weight=0.0))
   target = world_demo.build_target(example, backbones, world_demo.Composition(
       vacated_sim_weight=0.5, vacated_image_weight=0.25))
   shape = example.video.shape
@@ -394,7 +395,9 @@ def test_matched_queries_renoise_the_named_backbones_to_the_products_noise():
 
   example = _first_scene(lambda e: unsimulated_band(e).any())
   backbones = _random_backbones()
-  default = world_demo.build_target(example, backbones, world_demo.Composition())
+  default = world_demo.build_target(example, backbones,
+                                    world_demo.Composition(matched_queries=""))
+  assert not any(isinstance(e, experts.NoiseMatched) for e in default.experts)
   target = world_demo.build_target(example, backbones,
                                    world_demo.Composition(matched_queries="i2v, sim2v"))
   kinds = dict(zip(world_demo.BACKBONES, target.experts))

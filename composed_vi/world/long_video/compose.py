@@ -15,6 +15,7 @@ ground-truth depth of that frame).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -113,7 +114,11 @@ def segment_target(example, first_frames, variant: str, backbones: dict,
   if composition.context_weight <= 0:
     fail("context_weight", "a weight > 0 (the context expert is part of every variant's target)",
          composition.context_weight)
-  target = world_demo.build_target(example, backbones, composition, fns=fns, context=True)
+  # The backbones' noise-matched queries are added last, from this segment's final weights
+  # (and outside the per-chain image expert, so that every chain draws its own noise).
+  target = world_demo.build_target(example, backbones,
+                                   dataclasses.replace(composition, matched_queries=""),
+                                   fns=fns, context=True)
   experts, weights = list(target.experts), list(target.weights)
   if variant == "last_frame_only":
     # The context expert stays with weight 0: it adds exactly 0 to the composed velocity and
@@ -132,7 +137,8 @@ def segment_target(example, first_frames, variant: str, backbones: dict,
       np.asarray(experts[-1].means[0]), (n,) + tuple(example.video.shape)), np.float32)
   means[:, 0] = first_frames
   experts[-1] = PerParticle(experts[-1], jnp.asarray(means)[:, None], "means")
-  return target.replace(experts=tuple(experts), weights=tuple(weights))
+  return world_demo.match_queries(target.replace(experts=tuple(experts), weights=tuple(weights)),
+                                 composition.matched_kinds)
 
 
 def chain(key, segments: list, variant: str, num_particles: int, backbones: dict,
