@@ -109,8 +109,8 @@ class Composition:
   context_weight: float = 24.0
   band_context_weight: float = 0.0
   # 1 with matched_queries='i2v' since 2026-12-07 (sixth session; chosen on dev, 16 cases x 2
-  # seeds: the unsimulated object kept +0.058 more often, no control worse by a tenth of a grey
-  # level; docs/journal.md).
+  # seeds: the unsimulated object kept +0.058 more often, no control worse by 0.0004 L1, a
+  # twentieth of a grey level; docs/journal.md).
   vacated_sim_weight: float = 1.0
   vacated_image_weight: float = 1.0
   first_frame_others_weight: float = 1.0
