@@ -115,7 +115,7 @@ def test_demo_target_leaves_the_band_unpinned(pair, monkeypatch):
   one = _one(ex, i)
   band = masks.unsimulated_band(one) * (1 - masks.dilate(masks.simulated_region(one), 1,
                                                          axes=(1, 2)))
-  comp = demo.Composition()
+  comp = demo.Composition(matched_queries="")  # (the fake compose returns no target to wrap)
   captured = {}
 
   def fake_compose(exps, weights, repulsion_mask, normalize, pinned_mask):
