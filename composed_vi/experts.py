@@ -276,8 +276,21 @@ def to_vp_predictor(expert: Expert, prediction: str) -> Callable:
   return predict_fn
 
 
+class WrappedExpert(Expert):
+  """Base of an expert that wraps one other, ``self.expert``: it has the inner one's event
+  shape and support."""
+
+  @property
+  def shape(self):
+    return self.expert.shape
+
+  @property
+  def support(self):
+    return self.expert.support
+
+
 @pytree.dataclass
-class NoiseMatched(Expert):
+class NoiseMatched(WrappedExpert):
   """Queries ``expert`` on an input re-noised to the level it was trained at.
 
   In the raw-weight product (METHOD.md section 3) a coordinate of total weight ``W`` has noise
@@ -292,14 +305,6 @@ class NoiseMatched(Expert):
   expert: Any
   extra: Any
   key: Any
-
-  @property
-  def shape(self):
-    return self.expert.shape
-
-  @property
-  def support(self):
-    return self.expert.support
 
   def _x0(self, x, t):
     t = jnp.asarray(t, jnp.float32)

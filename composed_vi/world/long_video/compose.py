@@ -24,7 +24,7 @@ import numpy as np
 
 from composed_vi import pytree, sampling
 from composed_vi.errors import check_choice, fail
-from composed_vi.experts import Expert
+from composed_vi.experts import WrappedExpert
 from composed_vi.world import backbones as tb
 from composed_vi.world import dataset
 from composed_vi.world import demo as world_demo
@@ -34,7 +34,7 @@ VARIANTS = ("context", "last_frame_only", "context_from_last")
 
 
 @pytree.dataclass
-class PerParticle(Expert):
+class PerParticle(WrappedExpert):
   """An expert whose field ``field`` differs per particle: particle ``i`` is evaluated with
   ``expert.replace(field=values[i])`` (e.g. the image backbone's first-frame condition when the
   ``N`` particles are ``N`` chains). ``field`` may be a tuple of names with ``values`` a tuple
@@ -49,14 +49,6 @@ class PerParticle(Expert):
     if isinstance(self.field, str):
       return (self.field,), (self.values,)
     return tuple(self.field), tuple(self.values)
-
-  @property
-  def shape(self):
-    return self.expert.shape
-
-  @property
-  def support(self):
-    return self.expert.support
 
   def velocity_and_score(self, x, t):
     names, values = self._fields()
