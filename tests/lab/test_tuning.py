@@ -150,3 +150,20 @@ def test_repulsion_grid_is_validated():
   c.step_grid = "0.1"
   with pytest.raises(ConfigError, match="repulsion_grid.*step_grid"):
     tuning.repulsion_grid(c)
+
+
+def test_choose_repulsion_refuses_a_value_that_loses_the_unsimulated_object():
+  # The most diverse value (1e4) fades the object: its presence is lower on every case, so it
+  # is not admissible although no control is worse; a presence tied with averaging's passes.
+  c = _rep_config()
+  tied = [0.1, -0.1] * 4
+  rows = _rep_rows([(tied, 0.012), (tied, 0.05), (tied, 0.03)])
+  lost = {"ctrl_vi_rep1": -0.2, "ctrl_vi_rep2": 0.0}
+  for r in rows:
+    r["unsimulated_presence"] = 0.5 + 0.01 * int(r["case"][1:]) + lost.get(r["method"], 0.0)
+    if r["method"] == "ctrl_vi_rep2":  # tied: half the cases up, half down
+      r["unsimulated_presence"] += 0.05 * (-1) ** int(r["case"][1:])
+  got = tuning.choose_repulsion(rows, c)
+  assert got["worse"] == {"5000": [], "10000": ["unsimulated_presence"], "20000": []}
+  assert got["repulsion"] == 2e4 and got["admissible"] == [5e3, 2e4]
+  assert "| 10000 | unsimulated_presence |" in tuning.repulsion_markdown(got)

@@ -15,9 +15,12 @@ variant of ``ctrl_vi`` per value (``ctrl_vi_rep<k>``) and :func:`choose_repulsio
 those values and ``ctrl_vi``'s own, the values at which no control is detectably worse than
 velocity averaging's (``average``, the same product sampled without Stein steps: for every
 metric of :data:`CONTROL_METRICS` the 95% bootstrap interval of the paired difference over
-cases reaches 0 or below), the one with the largest unsimulated-object diversity; where no value
-qualifies, the smallest. It is the issue's own bar (Ctrl-VI tied-best on every control, more
-diverse than averaging) as a rule.
+cases reaches 0 or below) and the unsimulated object's presence is not detectably lower (the
+interval of :data:`KEPT_METRIC`'s difference reaches 0 or above), the one with the largest
+unsimulated-object diversity; where no value qualifies, the smallest. It is the issue's own bar
+(Ctrl-VI tied-best on every control, more diverse than averaging) as a rule. The presence guard
+was added on 2026-12-07 (seventh session): the band's diversity also grows when the object fades
+differently per particle, so without it the rule could reward losing the object.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ CONTROL_METRICS = ("first_frame_l1", "track_error_px", "camera_background_error"
                    "consistency_3d")
 #: Relative score difference treated as a tie (broken by diversity).
 TIE = 0.01
+#: The unsimulated object's presence (higher is better): a repulsion may not lose it.
+KEPT_METRIC = "unsimulated_presence"
 #: The method whose repulsion ``repulsion_grid`` varies, and the baseline it must tie.
 REPULSION_METHOD, REPULSION_BASELINE = "ctrl_vi", "average"
 #: One grey level of an 8-bit video in the world's [-1, 1] pixel units (the visible threshold
@@ -160,7 +165,8 @@ def choose_repulsion(rows: list[dict], config, own: float | None = None,
     candidates.append((float(own), REPULSION_METHOD))
   candidates.sort()
   metrics = [(m, "lower", m) for m in CONTROL_METRICS] + [
-      ("unsimulated_diversity", "higher", "unsimulated_diversity")]
+      ("unsimulated_diversity", "higher", "unsimulated_diversity"),
+      (KEPT_METRIC, "higher", KEPT_METRIC)]
   table = stats.aggregate(rows, [m for _, m in candidates], metrics,
                           reference=REPULSION_BASELINE, num_resamples=num_resamples)
   worse, diversity, margin = {}, {}, {}
@@ -168,6 +174,9 @@ def choose_repulsion(rows: list[dict], config, own: float | None = None,
     key, entry = f"{value:g}", table[method]
     # errors: the candidate's lower end above the baseline's
     worse[key] = [m for m in CONTROL_METRICS if entry[m].get("diff_low", np.nan) > 0]
+    # presence: the candidate's upper end below the baseline's (rows without it: no guard)
+    if entry[KEPT_METRIC].get("diff_high", np.nan) < 0:
+      worse[key].append(KEPT_METRIC)
     div = entry["unsimulated_diversity"]
     diversity[key] = div["mean"]
     margin[key] = tuple(div.get(k, np.nan) / GREY_LEVEL
@@ -183,7 +192,7 @@ def repulsion_markdown(chosen: dict) -> str:
   """The report's section for :func:`choose_repulsion`'s answer."""
   text = ("\n## Ctrl-VI's repulsion chosen on this split (tuning.choose_repulsion)\n\n"
           f"Chosen: {chosen['repulsion']:g}. One grey level is {GREY_LEVEL:.4f}.\n\n"
-          "| repulsion | controls worse than averaging | unsimulated diversity | "
+          "| repulsion | controls (or presence) worse than averaging | unsimulated diversity | "
           "its margin over averaging (grey levels) [95%] |\n|---|---|---|---|\n")
   for v, worse in chosen["worse"].items():
     m = chosen["margin_grey"][v]
