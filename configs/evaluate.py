@@ -12,7 +12,8 @@ the simulation) was evaluated once, for the table of 2026-12-07; ``test3`` (made
 was evaluated once after the drive's switch (2026-12-07); ``test4`` (made the same way) was
 evaluated once after the context's weight went to 24 (2026-12-07, fourth session), and
 scored again with metrics only (fifth session); ``test5`` (24 cases, made the same way) is for
-the table with two seeds per case (sixth session); a next default needs a next fresh split.
+the table with two seeds per case (sixth session); ``test6`` (the same) for the next default
+(seventh session); a default after that needs a next fresh split.
 The demo's composition defaults and every sampler setting below are chosen on ``dev`` (and on
 the demo scene) only. The world's training data come from
 ``jax.random.fold_in(key(1), i)`` splits (configs/train_tiny.py), never from these seeds.
@@ -37,6 +38,8 @@ SIMULATIONS_TEST3 = (602, 604)
 SIMULATIONS_TEST4 = (804, 805)
 #: The same, scanning from 1001 (2026-12-07, sixth session), for ``test5``.
 SIMULATIONS_TEST5 = (1002, 1003)
+#: The same, scanning from 1201 (2026-12-07, seventh session), for ``test6``.
+SIMULATIONS_TEST6 = (1201, 1202)
 
 
 def _method(experts, sampler, description, context=True, options=None, composition=None):
@@ -179,6 +182,11 @@ def get_config(arg=None):
       test5=dict(backgrounds=(901, 902),
                  cameras=("static", "pan_left", "pan_right", "dolly_in", "dolly_out", "orbit"),
                  simulations=SIMULATIONS_TEST5, camera_seed_base=13100),
+      # The next, made when test5 had been evaluated once (2026-12-07, seventh session), before
+      # any method ran on it: for the table of a default chosen on dev after test5.
+      test6=dict(backgrounds=(1101, 1102),
+                 cameras=("static", "pan_left", "pan_right", "dolly_in", "dolly_out", "orbit"),
+                 simulations=SIMULATIONS_TEST6, camera_seed_base=15100),
   ))
   if arg == "smoke":
     c.max_cases = 2
