@@ -114,6 +114,28 @@ def test_demo_end_to_end_and_page_renders(tmp_path):
   assert not os.path.exists(tmp_path / "demo2")
 
 
+def test_demo_is_the_same_on_one_and_two_devices(tmp_path):
+  """The world's composed target, with the image backbone queried re-noised (its noise drawn
+  for the whole particle batch from a fixed key), gives the same samples when the particles
+  are sharded over two devices (mesh ``data:-1``) as on one."""
+  folders = []
+  for kind in ("i2v", "cam2v", "sim2v"):
+    spec = tb.TinySpec(kind=kind, vocab_size=64)
+    tb.save(str(tmp_path / kind), spec, tb.init_params(spec))
+    folders.append(f"--config.backbones.{kind}={tmp_path / kind}")
+  runs = {}
+  for devices in (1, 2):
+    runs[devices] = tmp_path / f"demo_{devices}"
+    out = lu.launch(runs[devices], *folders, "--config.num_particles=2",
+                    "--config.composition.matched_queries=i2v", devices=devices,
+                    config="configs/world_demo.py:smoke")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"on {devices} device(s)" in out.stderr
+  one, two = lu.samples(runs[1]), lu.samples(runs[2])
+  assert np.all(np.isfinite(one)) and np.abs(one[0] - one[1]).max() > 0.05  # two particles
+  assert lu.relative_error(two, one) < 1e-5
+
+
 def test_training_smoke_x0_precond(tmp_path, example):
   """The preconditioned parameterisation trains and its expert gives finite velocities."""
   config = train_tiny.get_config("i2v,smoke")
