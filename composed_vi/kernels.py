@@ -242,18 +242,15 @@ _CENTRE_ABOVE = 0.5
 
 
 def _one_product_direction(xf, g, *, bandwidth, bandwidth_scale, drive, repulsion, axis_name):
-  """:func:`stein_direction` with identity features, no region and no calibration, as one
-  ``(N, N) x (N, D)`` product besides the Gram matrix.
+  """:func:`stein_direction` with identity features, no region and no calibration: besides the
+  Gram matrix, one ``(N, N) x (N, D)`` product per term of the direction.
 
-  The repulsion ``gamma L x`` has the kernel's Laplacian ``L = c (diag(rowsum) - K)``, so with
-  ``a = gamma c`` every drive folds into ``phi = M y + u * x + w * g`` (``u``, ``w`` per row):
-
-  | drive | ``M`` | ``y`` | ``u`` | ``w`` |
-  |---|---|---|---|---|
-  | kernel | ``K`` | ``g / N - a x`` | ``a rowsum`` | 0 |
-  | local | ``-a K`` | ``x`` | ``a rowsum`` | ``rowsum / N`` |
-  | self | ``-a K`` | ``x`` | ``a rowsum`` | 1 |
-  | normalized | ``-a N K / rowsum`` | ``x`` | ``a N`` | 1 |
+  The repulsion is ``gamma L x`` with the kernel's Laplacian ``L = c (diag(rowsum) - K)``
+  (``c = 2 / (h N)``; ``'normalized'`` divides its rows by ``rowsum / N``), one product whose
+  diagonal carries the ``x_i sum_j K_ij`` term; the drive is the product ``(K / N) g``
+  (``'kernel'``) or ``w * g`` per row (``w = rowsum / N`` for ``'local'``, 1 for ``'self'`` and
+  ``'normalized'``). Each N x D array is read once per product and the sum is one pass, which
+  also gives the drive's norm (no Gram matrix of the scores).
 
   ``L`` annihilates constants (its rows sum to 0), so ``x`` may carry any common offset: the
   particles are centred only when their mean is large against their spread
@@ -261,14 +258,11 @@ def _one_product_direction(xf, g, *, bandwidth, bandwidth_scale, drive, repulsio
   distances' and the repulsion's digits; that branch then recomputes the Gram matrix of the
   centred particles and runs the rest on them, the other branch on ``x`` as given. The
   diagnostics are exact: ``|L x|^2 = tr(L G L^T)`` from the Gram matrix ``G`` (``L G L^T`` is
-  unchanged by the offset), the drive's norm from the scores' Gram matrix (kernel drive) or
-  their row norms; unused, XLA drops them.
+  unchanged by the offset), the drive's norm from the drive itself (kernel drive) or the
+  scores' row norms; unused, XLA drops them.
   """
   gram = _gram(xf, axis_name)
-  # The scores' Gram matrix (the kernel drive's norm) outside the branches: sharded, its psum
-  # is then combined with the particles' into one N x N all-reduce; unused, XLA drops it.
-  gram_g = _gram(g, axis_name) if drive == "kernel" else None
-  finish = functools.partial(_finish_one_product, xf, g, gram_g=gram_g, bandwidth=bandwidth,
+  finish = functools.partial(_finish_one_product, xf, g, bandwidth=bandwidth,
                              bandwidth_scale=bandwidth_scale, drive=drive, repulsion=repulsion,
                              axis_name=axis_name)
   # Each branch runs the whole remainder, so the common case (no large offset) subtracts no
@@ -278,10 +272,10 @@ def _one_product_direction(xf, g, *, bandwidth, bandwidth_scale, drive, repulsio
                       lambda _: finish(xf, gram), None)
 
 
-def _finish_one_product(xf, g, f, gram, *, gram_g, bandwidth, bandwidth_scale, drive,
-                        repulsion, axis_name):
-  """:func:`_one_product_direction` given ``f``, the particles ``xf`` or ``xf`` centred,
-  ``f``'s Gram matrix and (kernel drive) the scores' ``gram_g``."""
+def _finish_one_product(xf, g, f, gram, *, bandwidth, bandwidth_scale, drive, repulsion,
+                        axis_name):
+  """:func:`_one_product_direction` given ``f``, the particles ``xf`` or ``xf`` centred, and
+  ``f``'s Gram matrix."""
   n = xf.shape[0]
   hi = jax.lax.Precision.HIGHEST
   sq = _sq_dists_from_gram(xf, gram, axis_name)  # nearest pairs from offset-free differences
@@ -291,25 +285,23 @@ def _finish_one_product(xf, g, f, gram, *, gram_g, bandwidth, bandwidth_scale, d
   rowsum = jnp.sum(k, axis=1)
   a = repulsion * jnp.where(sq.max() > 0, 2.0 / (h * n), 0.0)
   lap = a * (jnp.diag(rowsum) - k)
-  if drive == "kernel":
-    m, y, u, w = k, g / n - a * f, a * rowsum, None
-  elif drive == "normalized":
+  if drive == "normalized":  # repulsion divided by the kernel density estimate rowsum / N
     lap = lap * (n / rowsum)[:, None]
-    m, y, u, w = -a * n * k / rowsum[:, None], f, jnp.full((n,), a * n), jnp.ones((n,))
+  rep = jnp.matmul(lap, f, precision=hi)
+  if drive == "kernel":
+    drive_term = jnp.matmul(k / n, g, precision=hi)
+    phi = drive_term + rep
+    dn2 = jnp.sum(jnp.square(drive_term))
+    if axis_name is not None:
+      dn2 = jax.lax.psum(dn2, axis_name)
   else:
-    m, y, u = -a * k, f, a * rowsum
     w = rowsum / n if drive == "local" else jnp.ones((n,), jnp.float32)
-  phi = jnp.matmul(m, y, precision=hi) + u[:, None] * f
-  if w is not None:
-    phi = phi + w[:, None] * g
-  rn2 = jnp.sum(jnp.matmul(lap, gram, precision=hi) * lap)  # tr(L G L^T)
-  if w is None:
-    dn2 = jnp.sum(jnp.matmul(k, gram_g, precision=hi) * k) / n**2
-  else:
+    phi = rep + w[:, None] * g
     g2 = jnp.sum(jnp.square(g), axis=1)
     if axis_name is not None:
       g2 = jax.lax.psum(g2, axis_name)
     dn2 = jnp.sum(jnp.square(w) * g2)
+  rn2 = jnp.sum(jnp.matmul(lap, gram, precision=hi) * lap)  # tr(L G L^T)
   return phi, h, k, jnp.maximum(dn2, 0.0), jnp.maximum(rn2, 0.0)
 
 
