@@ -84,13 +84,19 @@ def test_training_smoke_resumes(tmp_path):
              for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(mid2)))
 
 
-def test_demo_end_to_end_and_page_renders(tmp_path):
-  """The demo through the launcher with untrained backbones: every output, and the page."""
+def _untrained_backbone_flags(tmp_path) -> list[str]:
+  """Untrained i2v, cam2v and sim2v backbones saved under ``tmp_path``, as the demo's flags."""
   folders = []
   for kind in ("i2v", "cam2v", "sim2v"):
     spec = tb.TinySpec(kind=kind, vocab_size=64)
     tb.save(str(tmp_path / kind), spec, tb.init_params(spec))
     folders.append(f"--config.backbones.{kind}={tmp_path / kind}")
+  return folders
+
+
+def test_demo_end_to_end_and_page_renders(tmp_path):
+  """The demo through the launcher with untrained backbones: every output, and the page."""
+  folders = _untrained_backbone_flags(tmp_path)
   run = tmp_path / "demo"
   out = lu.launch(run, *folders, config="configs/world_demo.py:smoke")
   assert out.returncode == 0, out.stderr[-3000:]
@@ -118,11 +124,7 @@ def test_demo_is_the_same_on_one_and_two_devices(tmp_path):
   """The world's composed target, with the image backbone queried re-noised (its noise drawn
   for the whole particle batch from a fixed key), gives the same samples when the particles
   are sharded over two devices (mesh ``data:-1``) as on one."""
-  folders = []
-  for kind in ("i2v", "cam2v", "sim2v"):
-    spec = tb.TinySpec(kind=kind, vocab_size=64)
-    tb.save(str(tmp_path / kind), spec, tb.init_params(spec))
-    folders.append(f"--config.backbones.{kind}={tmp_path / kind}")
+  folders = _untrained_backbone_flags(tmp_path)
   runs = {}
   for devices in (1, 2):
     runs[devices] = tmp_path / f"demo_{devices}"
