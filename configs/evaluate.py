@@ -135,7 +135,8 @@ def get_config(arg=None):
   c.step_grid = ""
   # Ctrl-VI's repulsion: --config.repulsion_grid=5e3,1e4,2e4 (with ``average`` among the
   # methods) runs ctrl_vi once per value and writes the choice (tuning.choose_repulsion: the
-  # most diverse value whose controls are not detectably worse than averaging's) to
+  # most diverse value whose controls are not detectably worse than averaging's, a loss
+  # counting only beyond tuning.NEGLIGIBLE since the eighth session of 2026-12-07) to
   # repulsion.json, for ctrl_vi.repulsion.
   c.repulsion_grid = ""
   # Every sampler that steps along the score (Ctrl-VI, Langevin, PoE-SMC) steps by

@@ -167,3 +167,19 @@ def test_choose_repulsion_refuses_a_value_that_loses_the_unsimulated_object():
   assert got["worse"] == {"5000": [], "10000": ["unsimulated_presence"], "20000": []}
   assert got["repulsion"] == 2e4 and got["admissible"] == [5e3, 2e4]
   assert "| 10000 | unsimulated_presence |" in tuning.repulsion_markdown(got)
+
+
+def test_choose_repulsion_ignores_detectable_but_negligible_losses():
+  # Object L1 above averaging's on every case (detectable) by 0.0001, a fifth of NEGLIGIBLE:
+  # not a loss; by 0.001 (above it) a loss. Tracks worse by 0.05 px on every case: not a loss.
+  c = _rep_config()
+  tied = [0.1, -0.1] * 4
+  rows = _rep_rows([(tied, 0.012), ([0.05] * 8, 0.05), (tied, 0.03)])
+  extra = {"ctrl_vi_rep0": 0.0001, "ctrl_vi_rep2": 0.001}
+  for r in rows:
+    r["object_l1"] += extra.get(r["method"], 0.0)
+  got = tuning.choose_repulsion(rows, c)
+  assert tuning.NEGLIGIBLE["object_l1"] == 0.0004 and tuning.NEGLIGIBLE["track_error_px"] == 0.1
+  assert got["worse"] == {"5000": [], "10000": [], "20000": ["object_l1"]}
+  assert got["repulsion"] == 1e4 and got["admissible"] == [5e3, 1e4]
+  assert "object_l1 0.0004" in tuning.repulsion_markdown(got)

@@ -21,6 +21,15 @@ unsimulated-object diversity; where no value qualifies, the smallest. It is the 
 (Ctrl-VI tied-best on every control, more diverse than averaging) as a rule. The presence guard
 was added on 2026-12-07 (seventh session): the band's diversity also grows when the object fades
 differently per particle, so without it the rule could reward losing the object.
+
+A difference counts as a loss only when it is both detectable (its interval on the wrong side
+of 0) and not negligible (its mean beyond :data:`NEGLIGIBLE`: 0.0004 L1, a twentieth of a grey
+level, on the appearance errors; 0.1 px on the tracks; 2% of the frames on presence). Until the
+eighth session of 2026-12-07 any detectable difference counted, so the seventh's dev choice
+refused 1e4 and 2e4 for object-L1 losses of 0.00003-0.0001, while that session's adoption of
+the noise-matched image backbone ignored differences under 0.0004 L1 and 0.1 px: this is that
+one rule for both, fixed before any run it will decide (the choice of 5e3 stands; it was not
+re-made under this rule).
 """
 
 from __future__ import annotations
@@ -43,6 +52,10 @@ TIE = 0.01
 KEPT_METRIC = "unsimulated_presence"
 #: The method whose repulsion ``repulsion_grid`` varies, and the baseline it must tie.
 REPULSION_METHOD, REPULSION_BASELINE = "ctrl_vi", "average"
+#: Loss sizes that do not count, whatever their interval (see the module docstring); a metric
+#: not listed here counts at any size.
+NEGLIGIBLE = {"first_frame_l1": 0.0004, "camera_background_error": 0.0004, "object_l1": 0.0004,
+              "consistency_3d": 0.0004, "track_error_px": 0.1, KEPT_METRIC: 0.02}
 #: One grey level of an 8-bit video in the world's [-1, 1] pixel units (the visible threshold
 #: the report prints diversity margins against).
 GREY_LEVEL = 2.0 / 255.0
@@ -152,9 +165,9 @@ def choose_repulsion(rows: list[dict], config, own: float | None = None,
   """Ctrl-VI's repulsion by the rule of the module docstring, among the grid's values and
   ``own``, ``ctrl_vi``'s configured repulsion (a candidate when ``ctrl_vi`` has rows), or
   ``None`` when the rows lack the baseline or a grid value. ``{"repulsion", "admissible":
-  [values], "worse": {value: [controls detectably worse than the baseline]}, "diversity":
-  {value: d}, "margin_grey": {value: (mean, low, high) of the paired diversity difference to
-  the baseline, in grey levels}}``."""
+  [values], "worse": {value: [controls detectably and not negligibly worse than the
+  baseline]}, "diversity": {value: d}, "margin_grey": {value: (mean, low, high) of the paired
+  diversity difference to the baseline, in grey levels}}``."""
   values = repulsion_grid(config)
   names = {r["method"] for r in rows}
   candidates = [(v, repulsion_variant_name(k)) for k, v in enumerate(values)]
@@ -172,10 +185,12 @@ def choose_repulsion(rows: list[dict], config, own: float | None = None,
   worse, diversity, margin = {}, {}, {}
   for value, method in candidates:
     key, entry = f"{value:g}", table[method]
-    # errors: the candidate's lower end above the baseline's
-    worse[key] = [m for m in CONTROL_METRICS if entry[m].get("diff_low", np.nan) > 0]
+    # errors: the candidate's lower end above the baseline's, by more than the negligible
+    worse[key] = [m for m in CONTROL_METRICS if entry[m].get("diff_low", np.nan) > 0
+                  and entry[m]["diff"] > NEGLIGIBLE.get(m, 0.0)]
     # presence: the candidate's upper end below the baseline's (rows without it: no guard)
-    if entry[KEPT_METRIC].get("diff_high", np.nan) < 0:
+    kept = entry[KEPT_METRIC]
+    if kept.get("diff_high", np.nan) < 0 and kept["diff"] < -NEGLIGIBLE.get(KEPT_METRIC, 0.0):
       worse[key].append(KEPT_METRIC)
     div = entry["unsimulated_diversity"]
     diversity[key] = div["mean"]
@@ -192,6 +207,8 @@ def repulsion_markdown(chosen: dict) -> str:
   """The report's section for :func:`choose_repulsion`'s answer."""
   text = ("\n## Ctrl-VI's repulsion chosen on this split (tuning.choose_repulsion)\n\n"
           f"Chosen: {chosen['repulsion']:g}. One grey level is {GREY_LEVEL:.4f}.\n\n"
+          "A loss counts when its 95% interval lies on the wrong side of 0 and its mean is beyond "
+          + ", ".join(f"{m} {v:g}" for m, v in NEGLIGIBLE.items()) + ".\n\n"
           "| repulsion | controls (or presence) worse than averaging | unsimulated diversity | "
           "its margin over averaging (grey levels) [95%] |\n|---|---|---|---|\n")
   for v, worse in chosen["worse"].items():
