@@ -183,3 +183,23 @@ def test_choose_repulsion_ignores_detectable_but_negligible_losses():
   assert got["worse"] == {"5000": [], "10000": [], "20000": ["object_l1"]}
   assert got["repulsion"] == 1e4 and got["admissible"] == [5e3, 1e4]
   assert "object_l1 0.0004" in tuning.repulsion_markdown(got)
+
+
+def test_the_default_repulsion_is_the_rules_choice_on_the_recorded_dev_rows(monkeypatch):
+  import json
+  import pathlib
+
+  from configs import world_demo
+
+  path = pathlib.Path(__file__).parents[2] / "assets/evaluations/dev_rep7/results.jsonl"
+  rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  c = _rep_config("5e3,1e4,4e4")
+  got = tuning.choose_repulsion(rows, c, own=2e4)  # ctrl_vi's rows were run at 2e4
+  assert got["repulsion"] == world_demo.get_config().sampler.repulsion == 2e4
+  assert got["admissible"] == [5e3, 1e4, 2e4]
+  assert got["worse"]["40000"] == ["track_error_px"]
+  # Counting any detectable difference (the seventh session's rule) the same rows choose 5e3.
+  monkeypatch.setattr(tuning, "NEGLIGIBLE", {})
+  strict = tuning.choose_repulsion(rows, c, own=2e4)
+  assert strict["repulsion"] == 5e3 and strict["admissible"] == [5e3]
+  assert strict["worse"]["20000"] == ["object_l1"]
