@@ -69,6 +69,10 @@ def method_specs() -> ml_collections.ConfigDict:
                                  context=False),
       ctrl_vi_no_repulsion=_method("composed", "ctrl_vi", "ablation: repulsion 0",
                                    options=dict(repulsion=0.0)),
+      ctrl_vi_rep5e3=_method(
+          "composed", "ctrl_vi", "variant: repulsion 5e3, the dev choice when any detectable "
+          "loss counted (the default of the seventh session of 2026-12-07)",
+          options=dict(repulsion=5e3)),
       ctrl_vi_no_annealing=_method(
           "composed", "ctrl_vi", "ablation: every SVGD step at t_min, same number of steps",
           options=dict(anneal=False)),
