@@ -82,12 +82,14 @@ def aggregate(rows: list[dict], methods, metrics, reference: str = "ctrl_vi",
 
 
 def best_or_tied(rows: list[dict], methods, metrics, num_resamples: int = 2000,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, negligible: dict | None = None) -> dict:
   """Per metric (``seconds`` aside): the method with the best mean over the cases every
   method has, and those tied with it (the 95% bootstrap interval of the paired difference to
   the best holds 0). ``{metric: {"best": name, "tied": [names], "cases": n}}``, over the cases
   where every method's value is finite (diversity is undefined on static-camera cases);
-  methods with no finite value on a metric are left out of it."""
+  methods with no finite value on a metric are left out of it. With ``negligible``
+  (``{metric: amount}``), a metric listed there also gets ``"negligible"``: the methods not tied
+  whose mean is within ``amount`` of the best's (a detectable difference too small to count)."""
   names = [_name(m) for m in methods]
   by = by_method(rows)
   common = sorted(set.intersection(*[set(by.get(n, {})) for n in names])) if names else []
@@ -105,12 +107,17 @@ def best_or_tied(rows: list[dict], methods, metrics, num_resamples: int = 2000,
     values = {n: values[n][finite] for n in keep}  # cases where the metric is defined
     sign = 1.0 if better == "lower" else -1.0
     best = min(keep, key=lambda n: sign * float(values[n].mean()))
-    tied = []
+    tied, close = [], []
+    amount = (negligible or {}).get(metric)
     for n in keep:
       if n == best:
         continue
-      _, lo, hi = paired_difference(values[n], values[best], num_resamples, seed)
+      diff, lo, hi = paired_difference(values[n], values[best], num_resamples, seed)
       if lo <= 0 <= hi:
         tied.append(n)
+      elif amount is not None and abs(diff) <= amount:
+        close.append(n)
     out[metric] = dict(best=best, tied=tied, cases=int(finite.sum()))
+    if amount is not None:
+      out[metric]["negligible"] = close
   return out

@@ -442,6 +442,30 @@ def test_best_or_tied_per_metric():
   assert "- diversity (unspecified): `ctrl_vi`; tied: none" in text
 
 
+def test_negligible_differences_are_marked_not_hidden():
+  # average is above ctrl_vi by 0.0001 on every case (detectable, a fourth of the 0.0004 that
+  # counts), langevin by 0.001 (beyond it): the verdicts stay interval-based, marked.
+  rows = []
+  for i in range(10):
+    base = 0.02 + 0.001 * i
+    for m, off in (("ctrl_vi", 0.0), ("average", 0.0001), ("langevin", 0.001)):
+      rows.append(dict(case=f"c{i}", method=m, object_l1=base + off, seconds=1.0))
+  names = ["ctrl_vi", "average", "langevin"]
+  best = stats.best_or_tied(rows, names, ev.METRICS, negligible={"object_l1": 0.0004})
+  assert best["object_l1"] == dict(best="ctrl_vi", tied=[], cases=10, negligible=["average"])
+  assert "negligible" not in stats.best_or_tied(rows, names, ev.METRICS)["object_l1"]
+  assert report.verdict(dict(diff=0.0001, diff_low=0.0001, diff_high=0.0001), "lower",
+                        0.0004) == "worse (negligible)"
+  assert report.verdict(dict(diff=0.001, diff_low=0.001, diff_high=0.001), "lower",
+                        0.0004) == "worse"
+  assert report.verdict(dict(diff=0.0, diff_low=-0.1, diff_high=0.1), "lower", 0.4) == "tied"
+  methods = [METHODS[n] for n in names]
+  table = stats.aggregate(rows, methods, ev.METRICS)
+  text = report.markdown(table, methods, "cmd", 10, best)
+  assert "; not tied but within 0.0004 of it (negligible): `average`" in text
+  assert "worse (negligible)" in text and "object_l1 0.0004" in text
+
+
 def test_compare_runs_gives_paired_differences_and_counts_changed_cases():
   old = [dict(case=f"c{i}", method="ctrl_vi", first_frame_l1=0.1, track_error_px=2.0,
               camera_background_error=0.05, consistency_3d=0.03, diversity=0.2, valid_all=1.0,

@@ -25,6 +25,8 @@ from composed_vi.lab.evaluation import tuning
 from composed_vi.lab.evaluation.methods import METRICS, sampler_options
 from composed_vi.lab.evaluation.splits import case_example
 
+NEGLIGIBLE = tuning.NEGLIGIBLE
+
 
 def _digits(metric: str) -> int:
   """Decimals of a metric's means in the table."""
@@ -53,15 +55,19 @@ def _fmt_diff(entry: dict, metric: str) -> str:
   return f"{a} [{lo}, {hi}]"
 
 
-def verdict(entry: dict, better: str) -> str:
-  """``better``/``worse``/``tied`` of a method against Ctrl-VI from the paired interval."""
+def verdict(entry: dict, better: str, negligible: float | None = None) -> str:
+  """``better``/``worse``/``tied`` of a method against Ctrl-VI from the paired interval; a
+  detectable difference whose mean is within ``negligible`` gets `` (negligible)``."""
   lo, hi = entry.get("diff_low", np.nan), entry.get("diff_high", np.nan)
   if not (np.isfinite(lo) and np.isfinite(hi)):
     return "n/a"
   if lo <= 0 <= hi:
     return "tied"
   method_lower = hi < 0
-  return "better" if method_lower == (better == "lower") else "worse"
+  word = "better" if method_lower == (better == "lower") else "worse"
+  if negligible is not None and abs(entry.get("diff", np.nan)) <= negligible:
+    word += " (negligible)"
+  return word
 
 
 def markdown(table: dict, methods, command: str, num_cases: int, best=None) -> str:
@@ -81,7 +87,9 @@ def markdown(table: dict, methods, command: str, num_cases: int, best=None) -> s
   if "ctrl_vi" in names:
     lines += ["", "Paired difference to Ctrl-VI (method minus Ctrl-VI, same cases and seeds), "
               "[95% interval]; *better*/*worse* is the method against Ctrl-VI, *tied* when the "
-              "interval holds 0.", ""]
+              "interval holds 0, *(negligible)* when the mean is within the amount below "
+              "(tuning.NEGLIGIBLE: " + ", ".join(f"{m} {v:g}" for m, v in NEGLIGIBLE.items())
+              + "; one grey level is 0.0078).", ""]
     lines += ["| method | " + " | ".join(label for _, _, label in METRICS[:-1]) + " |",
               "|" + "---|" * len(METRICS)]
     for name in names:
@@ -93,7 +101,7 @@ def markdown(table: dict, methods, command: str, num_cases: int, best=None) -> s
         if "diff" not in e:
           cells.append("n/a")
           continue
-        cells.append(f"{_fmt_diff(e, metric)} {verdict(e, better)}")
+        cells.append(f"{_fmt_diff(e, metric)} {verdict(e, better, NEGLIGIBLE.get(metric))}")
       lines.append(f"| {name} | " + " | ".join(cells) + " |")
   if best:
     lines += ["", "Best or tied-best per metric (on the cases every method has; tied: the 95% "
@@ -102,7 +110,11 @@ def markdown(table: dict, methods, command: str, num_cases: int, best=None) -> s
       if metric in best:
         b = best[metric]
         tied = ", ".join(f"`{n}`" for n in b["tied"]) or "none"
-        lines.append(f"- {label}: `{b['best']}`; tied: {tied}")
+        line = f"- {label}: `{b['best']}`; tied: {tied}"
+        if b.get("negligible"):
+          line += (f"; not tied but within {NEGLIGIBLE[metric]:g} of it (negligible): "
+                   + ", ".join(f"`{n}`" for n in b["negligible"]))
+        lines.append(line)
   lines += ["", "Methods:", ""]
   lines += [f"- `{m.name}`: {m.description}" for m in methods]
   return "\n".join(lines) + "\n"
@@ -191,7 +203,7 @@ def write(workdir: str, config, case_list, methods, rows, scene_config) -> dict:
   names = {c.name for c in case_list}
   rows = [r for r in rows if r["case"] in names and r["method"] in {m.name for m in methods}]
   table = stats.aggregate(rows, methods, METRICS)
-  best = stats.best_or_tied(rows, methods, METRICS)
+  best = stats.best_or_tied(rows, methods, METRICS, negligible=NEGLIGIBLE)
   variant = f":{config.variant}" if config.get("variant") else ""
   split = f" --config.split={config.split}" if config.split != "test" else ""
   command = (f"python -m experiments.main --config=configs/evaluate.py{variant} "
