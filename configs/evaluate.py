@@ -12,8 +12,9 @@ the simulation) was evaluated once, for the table of 2026-12-07; ``test3`` (made
 was evaluated once after the drive's switch (2026-12-07); ``test4`` (made the same way) was
 evaluated once after the context's weight went to 24 (2026-12-07, fourth session), and
 scored again with metrics only (fifth session); ``test5`` (24 cases, made the same way) is for
-the table with two seeds per case (sixth session); ``test6`` (the same) for the next default
-(seventh session); a default after that needs a next fresh split.
+the table with two seeds per case (sixth session); ``test6`` (the same) was evaluated once
+for the repulsion 2e4 and 5e3 (seventh and eighth sessions, ``assets/evaluations/test6``);
+``test7`` (the same, no method run on it yet) is for the next default.
 The demo's composition defaults and every sampler setting below are chosen on ``dev`` (and on
 the demo scene) only. The world's training data come from
 ``jax.random.fold_in(key(1), i)`` splits (configs/train_tiny.py), never from these seeds.
@@ -40,6 +41,8 @@ SIMULATIONS_TEST4 = (804, 805)
 SIMULATIONS_TEST5 = (1002, 1003)
 #: The same, scanning from 1201 (2026-12-07, seventh session), for ``test6``.
 SIMULATIONS_TEST6 = (1201, 1202)
+#: The same, scanning from 1401 (2026-12-07, eighth session), for ``test7``.
+SIMULATIONS_TEST7 = (1402, 1405)
 
 
 def _method(experts, sampler, description, context=True, options=None, composition=None):
@@ -192,6 +195,11 @@ def get_config(arg=None):
       test6=dict(backgrounds=(1101, 1102),
                  cameras=("static", "pan_left", "pan_right", "dolly_in", "dolly_out", "orbit"),
                  simulations=SIMULATIONS_TEST6, camera_seed_base=15100),
+      # The next, made when test6 had been evaluated once (2026-12-07, eighth session), before
+      # any method ran on it: for the table of a default chosen on dev after test6.
+      test7=dict(backgrounds=(1301, 1302),
+                 cameras=("static", "pan_left", "pan_right", "dolly_in", "dolly_out", "orbit"),
+                 simulations=SIMULATIONS_TEST7, camera_seed_base=17100),
   ))
   if arg == "smoke":
     c.max_cases = 2

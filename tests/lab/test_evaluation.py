@@ -38,7 +38,7 @@ def test_splits_are_factorial_and_disjoint():
   assert {c.camera_kind for c in test} == set(config.splits.test.cameras)
   # Every split is disjoint from every other in each of its seeds.
   names = sorted(config.splits.keys())
-  assert {"dev", "test", "test2", "test3", "test4", "test5", "test6"} <= set(names)
+  assert {"dev", "test", "test2", "test3", "test4", "test5", "test6", "test7"} <= set(names)
   per = {n: ev.cases(config.splits[n], n) for n in names}
   for i, a in enumerate(names):
     for b in names[i + 1:]:
@@ -48,7 +48,8 @@ def test_splits_are_factorial_and_disjoint():
 
 
 @pytest.mark.parametrize("split,scan_from", [("test2", 401), ("test3", 601), ("test4", 801),
-                                                  ("test5", 1001), ("test6", 1201)])
+                                                  ("test5", 1001), ("test6", 1201),
+                                                  ("test7", 1401)])
 def test_fresh_splits_take_the_first_simulations_that_leave_an_object_out(split, scan_from):
   """Each fresh split's simulations are the first two seeds from its scan start whose scene
   leaves a rolling object out of the simulation control (so every case has one)."""
