@@ -20,13 +20,16 @@ def first_frame_l1(video, example) -> float:
   return float(np.mean(np.abs(np.asarray(video)[0] - example.first_frame)))
 
 
-def object_positions(video, example) -> np.ndarray:
+def object_positions(video, example, exclude=None) -> np.ndarray:
   """Estimated 2-D centre ``(T, O, 2)`` of each valid object in ``video`` (NaN when absent).
 
   The object's pixels are those closest in colour to what the ground truth shows of it (its
-  mean colour over the ground-truth mask), as many as its ground-truth area in that frame.
+  mean colour over the ground-truth mask), as many as its ground-truth area in that frame;
+  ``exclude`` (``(T, H, W)`` bool, optional) marks pixels never taken.
   """
   video = np.asarray(video, np.float32)
+  if exclude is not None:
+    video = np.where(np.asarray(exclude, bool)[..., None], np.float32(1e3), video)
   t, h, w, _ = video.shape
   masks = example.masks
   gt = example.video
@@ -51,16 +54,26 @@ def _simulated_slots(example) -> np.ndarray:
   return valid if flags is None else valid & np.asarray(flags, bool)
 
 
-def track_error_px(video, example) -> float:
+def track_error_px(video, example, exclude=None) -> float:
   """Mean distance in pixels between the estimated centres of the simulated objects and the
   simulation's 2-D tracks, over frames where the object is visible. The estimator's own floor is
-  ``track_error_px(example.video, example)`` (the ground-truth video)."""
-  est = object_positions(video, example)
+  ``track_error_px(example.video, example)`` (the ground-truth video). ``exclude``: see
+  :func:`object_positions` (e.g. :func:`outside_simulated_band`)."""
+  est = object_positions(video, example, exclude)
   vis = example.track_visible.astype(bool) & _simulated_slots(example)[None, :]
   ok = vis & np.all(np.isfinite(est), -1)
   if not ok.any():
     return float("nan")
   return float(np.mean(np.linalg.norm(est[ok] - example.tracks[ok], axis=-1)))
+
+
+def outside_simulated_band(example, dilation: int = 1) -> np.ndarray:
+  """``(T, H, W)`` bool: the unsimulated object's band outside the (dilated) simulated objects'
+  region, where only the image backbone paints. ``track_error_px(video, example,
+  exclude=outside_simulated_band(example))`` does not see a copy of a simulated object painted
+  there (a ghost), which the plain estimator, matching colours anywhere, takes for it."""
+  region = dilate(np.asarray(simulated_region(example))[..., 0] > 0.5, dilation)
+  return (np.asarray(unsimulated_band(example))[..., 0] > 0.5) & ~region
 
 
 def background_l1(video, example) -> float:

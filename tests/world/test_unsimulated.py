@@ -226,3 +226,27 @@ def test_unsimulated_metrics_are_nan_when_every_object_is_simulated(pair):
             "unsimulated_object_l1_floor"):
     assert np.isnan(m[k]), k
   assert wm.unsimulated_matches(flat.video, flat)[0].shape == (flat.video.shape[0] - 1, 0)
+
+
+def test_track_error_can_leave_out_a_ghost_painted_in_the_band(pair):
+  """A copy of a simulated object painted in the band (outside the simulated region) pulls the
+  colour-matching estimate; excluding those pixels gives exactly the clean video's answer."""
+  ex, _ = pair
+  one = _one(ex, int(_cases(ex)[0]))
+  outside = wm.outside_simulated_band(one)
+  assert outside.shape == one.video.shape[:3] and outside[1:].any()
+  sim = np.flatnonzero(one.object_valid & one.object_simulated)
+  video = one.video.copy()
+  for f in range(1, one.video.shape[0]):
+    for o in sim:
+      m = one.masks[f, :, :, o] > 0.5
+      if m.any():  # the object's own colour on as many band pixels as its area
+        where = np.argwhere(outside[f])[:int(m.sum())]
+        video[f, where[:, 0], where[:, 1]] = one.video[f][m].mean(axis=0)
+  clean = wm.track_error_px(one.video, one)
+  assert wm.track_error_px(video, one) > clean + 0.5
+  assert wm.track_error_px(video, one, exclude=outside) == wm.track_error_px(
+      one.video, one, exclude=outside)
+  # Excluding nothing is the plain estimator.
+  assert wm.track_error_px(video, one, exclude=np.zeros_like(outside)) == wm.track_error_px(
+      video, one)
