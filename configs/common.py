@@ -43,6 +43,7 @@ def composition(**overrides) -> ml_collections.ConfigDict:
       sim_weight=1.0,  # the simulation backbone, on the dilated object region
       image_object_weight=0.0,  # the image backbone on the object region after frame 0
       context_weight=24.0,  # the 3D-cache context expert (0: none)
+      band_sim_weight=0.0,  # the simulation backbone on an unsimulated object's band
       band_context_weight=0.0,  # ... on the room seen in an unsimulated object's band
       vacated_sim_weight=1.0,  # the simulation backbone where its objects are not now
       vacated_image_weight=1.0,  # ... and the image backbone's weight there

@@ -74,6 +74,10 @@ class Composition:
       region): its control says no object is there, while the image backbone, which knows
       the objects' first-frame places only, paints them there (0: not used).
     vacated_image_weight: the image backbone's weight there (with ``vacated_sim_weight > 0``).
+    band_sim_weight: the simulation backbone's weight on that band (outside the simulated
+      objects' region; at least this where the vacated region overlaps it). Its control says
+      where the simulated objects are, and so that no copy of them is in the band, which the
+      image backbone alone may paint there (0: the band is the image backbone's alone).
     band_context_weight: the context expert's weight on the band an unsimulated object may
       roll in, where the first frame's room is seen (0: the context has no say there, which
       leaves the band to the image backbone alone; the band is never pinned).
@@ -107,6 +111,7 @@ class Composition:
   # dev"; grid 1/3/6), 24 on 2026-12-07 (grid 6/12/24, 16 cases x 2 seeds, paired: each step up
   # better on first frame, background and object L1, no control detectably worse; 48 not run).
   context_weight: float = 24.0
+  band_sim_weight: float = 0.0
   band_context_weight: float = 0.0
   # 1 with matched_queries='i2v' since 2026-12-07 (sixth session; chosen on dev, 16 cases x 2
   # seeds: the unsimulated object kept +0.058 more often, no control worse by 0.0004 L1, a
@@ -145,7 +150,7 @@ class Composition:
 
   def validate(self) -> "Composition":
     for name in ("context_weight", "sim_weight", "camera_weight", "image_object_weight",
-                 "context_sigma", "camera_band_weight", "band_context_weight",
+                 "context_sigma", "camera_band_weight", "band_context_weight", "band_sim_weight",
                  "vacated_sim_weight", "vacated_image_weight", "first_frame_others_weight",
                  "first_frame_context_weight"):
       check_positive_float(name, getattr(self, name), allow_zero=name != "context_sigma")
@@ -238,6 +243,8 @@ def build_target(example: dataset.Example, backbones: dict, composition: Composi
     if composition.vacated_image_weight != 1.0:  # (a scalar stays a scalar)
       image = image * (1.0 - (1.0 - composition.vacated_image_weight) * vacated)
     sim = sim + composition.vacated_sim_weight * vacated
+  if composition.band_sim_weight > 0:
+    sim = np.maximum(sim, composition.band_sim_weight * band)
   if composition.first_frame_others_weight != 1.0:
     camera = np.array(camera, np.float32)
     sim = np.array(sim, np.float32)

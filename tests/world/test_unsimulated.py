@@ -133,6 +133,35 @@ def test_demo_target_leaves_the_band_unpinned(pair, monkeypatch):
   assert (captured["pinned"][0] == 1).all()
 
 
+def test_band_sim_weight_gives_the_simulation_backbone_the_band(pair, monkeypatch):
+  ex, _ = pair
+  one = _one(ex, int(_cases(ex)[0]))
+  region = masks.dilate(masks.simulated_region(one), 1, axes=(1, 2))
+  band = masks.unsimulated_band(one) * (1 - region)
+  captured = []
+  monkeypatch.setattr(demo, "compose", lambda exps, weights, **kw: captured.append(
+      [np.broadcast_to(np.asarray(w, np.float32), one.video.shape[:3] + (1,)) for w in weights]))
+  specs = {k: tb.TinySpec(kind=k, dim=12, num_heads=1, num_layers=1, ffn_dim=8)
+           for k in demo.BACKBONES}
+  backbones = {k: (s, tb.init_params(s)) for k, s in specs.items()}
+  for w in (0.0, 0.5):
+    demo.build_target(one, backbones, demo.Composition(matched_queries="", band_sim_weight=w))
+  sim = demo.BACKBONES.index("sim2v")
+  before, after = captured[0], captured[1]
+  on = band > 0.5
+  assert on.any()
+  # On the band (outside the vacated region, whose weight is 1) the simulation backbone now
+  # weighs 0.5; everywhere else every weight is unchanged.
+  np.testing.assert_array_equal(after[sim][on], np.maximum(before[sim][on], 0.5))
+  assert (after[sim][on] >= 0.5).all() and (before[sim][on] < 1).any()
+  np.testing.assert_array_equal(after[sim][~on], before[sim][~on])
+  for k in range(len(before)):
+    if k != sim:
+      np.testing.assert_array_equal(after[k], before[k])
+  with pytest.raises(ConfigError, match="band_sim_weight"):
+    demo.Composition.from_config({"composition": {"band_sim_weight": -1.0}})
+
+
 # ----------------------------------------------------------------------------- presence, motion
 
 
