@@ -25,8 +25,6 @@ from composed_vi.lab.evaluation import tuning
 from composed_vi.lab.evaluation.methods import METRICS, sampler_options
 from composed_vi.lab.evaluation.splits import case_example
 
-NEGLIGIBLE = tuning.NEGLIGIBLE
-
 
 def _digits(metric: str) -> int:
   """Decimals of a metric's means in the table."""
@@ -88,7 +86,7 @@ def markdown(table: dict, methods, command: str, num_cases: int, best=None) -> s
     lines += ["", "Paired difference to Ctrl-VI (method minus Ctrl-VI, same cases and seeds), "
               "[95% interval]; *better*/*worse* is the method against Ctrl-VI, *tied* when the "
               "interval holds 0, *(negligible)* when the mean is within the amount below "
-              "(tuning.NEGLIGIBLE: " + ", ".join(f"{m} {v:g}" for m, v in NEGLIGIBLE.items())
+              "(tuning.NEGLIGIBLE: " + ", ".join(f"{m} {v:g}" for m, v in tuning.NEGLIGIBLE.items())
               + "; one grey level is 0.0078).", ""]
     lines += ["| method | " + " | ".join(label for _, _, label in METRICS[:-1]) + " |",
               "|" + "---|" * len(METRICS)]
@@ -101,7 +99,7 @@ def markdown(table: dict, methods, command: str, num_cases: int, best=None) -> s
         if "diff" not in e:
           cells.append("n/a")
           continue
-        cells.append(f"{_fmt_diff(e, metric)} {verdict(e, better, NEGLIGIBLE.get(metric))}")
+        cells.append(f"{_fmt_diff(e, metric)} {verdict(e, better, tuning.NEGLIGIBLE.get(metric))}")
       lines.append(f"| {name} | " + " | ".join(cells) + " |")
   if best:
     lines += ["", "Best or tied-best per metric (on the cases every method has; tied: the 95% "
@@ -112,7 +110,7 @@ def markdown(table: dict, methods, command: str, num_cases: int, best=None) -> s
         tied = ", ".join(f"`{n}`" for n in b["tied"]) or "none"
         line = f"- {label}: `{b['best']}`; tied: {tied}"
         if b.get("negligible"):
-          line += (f"; not tied but within {NEGLIGIBLE[metric]:g} of it (negligible): "
+          line += (f"; not tied but within {tuning.NEGLIGIBLE[metric]:g} of it (negligible): "
                    + ", ".join(f"`{n}`" for n in b["negligible"]))
         lines.append(line)
   lines += ["", "Methods:", ""]
@@ -203,7 +201,7 @@ def write(workdir: str, config, case_list, methods, rows, scene_config) -> dict:
   names = {c.name for c in case_list}
   rows = [r for r in rows if r["case"] in names and r["method"] in {m.name for m in methods}]
   table = stats.aggregate(rows, methods, METRICS)
-  best = stats.best_or_tied(rows, methods, METRICS, negligible=NEGLIGIBLE)
+  best = stats.best_or_tied(rows, methods, METRICS, negligible=tuning.NEGLIGIBLE)
   variant = f":{config.variant}" if config.get("variant") else ""
   split = f" --config.split={config.split}" if config.split != "test" else ""
   command = (f"python -m experiments.main --config=configs/evaluate.py{variant} "
